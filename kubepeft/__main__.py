@@ -1,0 +1,5 @@
+import sys
+
+from kubepeft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,628 @@
+"""The PeftJob API (kubepeft.dev/v1alpha1) as typed models: the one source of truth.
+
+The CRD in ``crds/`` is generated from these models (``make crds``), ``kubepeft validate``
+checks manifests against that generated CRD, and the trainer config document embeds a
+validated :class:`PeftJobSpec`. Field docstrings become the CRD's ``description`` texts, so
+``kubectl explain peftjob.spec.lora`` reads them.
+
+Cross-field rules live next to the model they constrain as CEL expressions
+(``x-kubernetes-validations``); the API server and ``kubepeft validate`` evaluate the same
+expressions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubepeft.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "PeftJob"
+PLURAL = "peftjobs"
+SINGULAR = "peftjob"
+SHORT_NAMES = ["pj"]
+CATEGORIES = ["kubepeft"]
+
+
+def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry."""
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+def validations(*rules: dict[str, Any]) -> dict[str, Any]:
+    """``json_schema_extra`` for a model carrying CEL rules."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, unknown fields rejected (like a strict API server)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in YAML/JSON (camelCase, no unset optionals)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- references ---------------------------------------------------------------------------
+
+
+class SecretKeySelector(ApiModel):
+    """One key of a Secret in the job's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the Secret."""
+    key: str = Field(min_length=1, max_length=253)
+    """Key inside the Secret."""
+
+
+class CredentialsSecretRef(ApiModel):
+    """A Secret holding credentials; its values are mounted as files, never copied into the spec."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Name of the Secret in the job's namespace."""
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    """Key holding the S3 access key id (S3 sources and outputs)."""
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    """Key holding the S3 secret access key (S3 sources and outputs)."""
+    token_key: str = "HF_TOKEN"
+    """Key holding a Hugging Face hub token (hf:// sources)."""
+
+
+# --- model, adapters, dataset -------------------------------------------------------------
+
+URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|hf://[^/\s]+/[^\s]+|/[^\s]*)$"
+
+
+class ModelSpec(ApiModel):
+    """The base model to fine-tune."""
+
+    uri: str = Field(pattern=URI_PATTERN, max_length=1024)
+    """Where the base model lives: ``s3://bucket/prefix``, ``hf://org/name``, or an absolute path on a mounted volume."""
+    revision: str | None = Field(default=None, max_length=255)
+    """Hub revision (branch, tag or commit) for ``hf://`` models."""
+    credentials_secret_ref: CredentialsSecretRef | None = None
+    """Secret with credentials for the model source (S3 keys or a hub token)."""
+    trust_remote_code: bool = False
+    """Allow the model repository's own Python code to run. Off unless you trust the source."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """dtype to load the base weights in (QLoRA quantizes regardless)."""
+
+
+class AdapterSource(ApiModel):
+    """An existing PEFT adapter."""
+
+    uri: str = Field(pattern=URI_PATTERN, max_length=1024)
+    """Where the adapter lives (``s3://``, ``hf://`` or a mounted path), in PEFT's layout."""
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+    """Adapter name inside the model; defaults to ``adapter<index>``."""
+    weight: float = Field(default=1.0, ge=-10.0, le=10.0)
+    """Weight of this adapter in a merge-only combination."""
+
+
+class AdaptersSpec(ApiModel):
+    """Existing adapters: a starting point for training, or the inputs of a merge-only job."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.mergeOnly || size(self.sources) == 1",
+                "training starts from at most one adapter; set mergeOnly to combine several",
+                field_path=".sources",
+            ),
+        )
+    )
+
+    sources: list[AdapterSource] = Field(min_length=1, max_length=16)
+    """The adapters, in order."""
+    merge_only: bool = False
+    """Do not train: combine the sources (weighted) and merge them into the base model for deployment."""
+    combination: Literal["linear", "cat", "svd"] = "linear"
+    """How several adapters are combined (peft's ``add_weighted_adapter``). ``linear`` needs equal ranks."""
+
+
+class DatasetSpec(ApiModel):
+    """Training data."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.format == 'hf' ? self.uri.startsWith('hf://') : !self.uri.startsWith('hf://')",
+                "format hf goes with an hf:// uri, and an hf:// uri with format hf",
+                field_path=".format",
+            ),
+        )
+    )
+
+    uri: str = Field(pattern=URI_PATTERN, max_length=1024)
+    """A file or prefix (``s3://``, absolute path) or a hub dataset (``hf://org/name``)."""
+    format: Literal["jsonl", "csv", "parquet", "hf"] = "jsonl"
+    """File format; ``hf`` loads a hub dataset."""
+    split: str = Field(default="train", max_length=64)
+    """Split to read from an ``hf`` dataset."""
+    revision: str | None = Field(default=None, max_length=255)
+    """Hub revision for ``hf://`` datasets."""
+    template: Literal["text", "promptResponse", "chat"] = "text"
+    """How records become tokens: plain text, prompt + response (loss on the response only), or chat messages through the tokenizer's chat template."""
+    text_field: str = "text"
+    """Record field with the text (template ``text``)."""
+    prompt_field: str = "prompt"
+    """Record field with the prompt (template ``promptResponse``)."""
+    response_field: str = "response"
+    """Record field with the response (template ``promptResponse``)."""
+    messages_field: str = "messages"
+    """Record field with the list of ``{role, content}`` messages (template ``chat``)."""
+    validation_split: float = Field(default=0.1, ge=0.0, le=0.5)
+    """Fraction of records held out for evaluation (0 disables evaluation)."""
+    max_samples: int | None = Field(default=None, ge=1)
+    """Use at most this many records (after shuffling with the seed)."""
+    credentials_secret_ref: CredentialsSecretRef | None = None
+    """Secret with credentials for the dataset source; defaults to the output's."""
+
+
+# --- methods ------------------------------------------------------------------------------
+
+
+class LoraSpec(ApiModel):
+    """LoRA settings (also used by QLoRA)."""
+
+    r: int = Field(default=16, ge=1, le=1024)
+    """Rank of the update matrices."""
+    alpha: int = Field(default=32, ge=1, le=4096)
+    """Scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1, max_length=64)
+    """Module names (or suffixes) to adapt; ``all-linear`` adapts every linear layer but the output head."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases train."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA)."""
+
+
+class QuantizationSpec(ApiModel):
+    """bitsandbytes quantization of the frozen base (QLoRA)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.bits == 4 || (self.quantType == 'nf4' && !self.doubleQuant)",
+                "quantType and doubleQuant apply to 4-bit only; with bits 8 leave them at nf4/false",
+                field_path=".bits",
+            ),
+        )
+    )
+
+    bits: Literal[4, 8] = 4
+    """4-bit (NF4/FP4) or 8-bit (LLM.int8) base weights."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (4-bit only)."""
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """dtype of the matmuls on dequantized weights."""
+
+
+class PromptTuningSpec(ApiModel):
+    """Prompt tuning settings."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.init != 'text' || (has(self.initText) && size(self.initText) > 0)",
+                "init text requires initText",
+                field_path=".initText",
+            ),
+        )
+    )
+
+    num_virtual_tokens: int = Field(default=20, ge=1, le=1024)
+    """Number of trainable virtual tokens prepended to every input."""
+    init: Literal["random", "text"] = "random"
+    """Initialise the virtual tokens randomly or from the embedding of ``initText``."""
+    init_text: str | None = Field(default=None, max_length=4096)
+    """Text whose token embeddings initialise the virtual tokens (init ``text``)."""
+
+
+# --- training, resources, distribution ---------------------------------------------------
+
+
+class TrainingSpec(ApiModel):
+    """The optimisation loop."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.maxSteps) != has(self.epochs)",
+                "set exactly one of maxSteps and epochs",
+                field_path=".maxSteps",
+            ),
+        )
+    )
+
+    max_steps: int | None = Field(default=None, ge=1)
+    """Optimizer steps to run (one of maxSteps and epochs)."""
+    epochs: float | None = Field(default=None, gt=0, le=1000)
+    """Passes over the training data (one of maxSteps and epochs)."""
+    learning_rate: float = Field(default=2e-4, gt=0, le=1.0)
+    """Peak learning rate."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constantWithWarmup"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear warmup steps."""
+    per_device_batch_size: int = Field(default=4, ge=1, le=4096)
+    """Sequences per process per micro-step."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    """Micro-steps per optimizer step."""
+    max_seq_length: int = Field(default=1024, ge=8, le=262144)
+    """Sequences are truncated (or packed) to this many tokens."""
+    packing: bool = False
+    """Concatenate examples into full-length sequences (text template only)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Mixed-precision mode of the forward/backward pass."""
+    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    """Seed for data order, initialisation and dropout; runs are reproducible per seed."""
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw"
+    """Optimizer for the trainable parameters."""
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Decoupled weight decay."""
+    max_grad_norm: float = Field(default=1.0, ge=0.0)
+    """Gradient clipping norm (0 disables clipping)."""
+    log_every_steps: int = Field(default=10, ge=1)
+    """Report progress every N optimizer steps."""
+    eval_every_steps: int | None = Field(default=None, ge=1)
+    """Evaluate on the validation split every N steps (always before and after training)."""
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration (core/v1 Toleration)."""
+
+    key: str | None = None
+    """Taint key the toleration applies to."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal."""
+    value: str | None = None
+    """Taint value for Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all."""
+    toleration_seconds: int | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+
+
+class ResourcesSpec(ApiModel):
+    """Where and on what the workers run: one pod per node, one process per GPU."""
+
+    nodes: int = Field(default=1, ge=1, le=512)
+    """Number of worker pods (one per node)."""
+    gpus_per_node: int = Field(default=1, ge=0, le=16)
+    """GPUs per worker pod (``nvidia.com/gpu``); 0 trains on CPU."""
+    processes_per_node: int | None = Field(default=None, ge=1, le=64)
+    """Training processes per pod; defaults to gpusPerNode (1 on CPU)."""
+    cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    """CPU request and limit per worker pod (a Kubernetes quantity)."""
+    memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    """Memory request and limit per worker pod (a Kubernetes quantity)."""
+    shared_memory: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
+    """Size of the in-memory /dev/shm volume (NCCL and data loaders need more than the default 64Mi)."""
+    scratch: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    """Size limit of the scratch volume for model and data downloads (emptyDir)."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the workers must match."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Taints the workers tolerate."""
+    affinity: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    """A core/v1 Affinity for the worker pods, passed through unchanged."""
+    priority_class_name: str | None = None
+    """PriorityClass of the worker pods."""
+    image: str | None = Field(default=None, max_length=1024)
+    """Trainer image override; defaults to the operator's GPU or CPU trainer image."""
+
+
+class DistributedSpec(ApiModel):
+    """How the processes share the work."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.offloadParams || (self.backend == 'deepspeed' && self.zeroStage == 3)",
+                "offloadParams needs backend deepspeed with zeroStage 3",
+                field_path=".offloadParams",
+            ),
+            cel(
+                "!self.offloadOptimizer || self.backend == 'deepspeed'",
+                "offloadOptimizer needs backend deepspeed",
+                field_path=".offloadOptimizer",
+            ),
+        )
+    )
+
+    backend: Literal["ddp", "deepspeed"] = "ddp"
+    """Data parallel through accelerate (DDP) or DeepSpeed ZeRO."""
+    zero_stage: Literal[2, 3] = 2
+    """ZeRO stage for backend deepspeed: 2 shards optimizer state and gradients, 3 also parameters."""
+    offload_optimizer: bool = False
+    """Keep optimizer state in CPU memory (deepspeed)."""
+    offload_params: bool = False
+    """Keep parameters in CPU memory (deepspeed, ZeRO-3)."""
+
+
+# --- output, checkpoints, run policy ------------------------------------------------------
+
+
+class OutputSpec(ApiModel):
+    """Where artifacts go: ``<uri>/<namespace>/<job>/{checkpoints/,adapter/,merged/,manifest.json}``."""
+
+    uri: str = Field(pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|/[^\s]*)$", max_length=1024)
+    """``s3://bucket/prefix`` or an absolute path on a mounted volume."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    """S3-compatible endpoint URL; empty means AWS (or the local run's embedded server)."""
+    region: str = Field(default="us-east-1", max_length=64)
+    """S3 region."""
+    force_path_style: bool = True
+    """Path-style addressing (most S3-compatible servers need it)."""
+    credentials_secret_ref: CredentialsSecretRef | None = None
+    """Secret with S3 keys; without it the standard AWS credential chain applies."""
+    merge: bool = False
+    """Also export the base model with the adapter merged in (LoRA/QLoRA only)."""
+    merged_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """dtype of the merged model's weights."""
+    max_shard_size: str = Field(default="5GB", pattern=r"^[0-9]+(KB|MB|GB)$")
+    """Largest safetensors shard of the merged model."""
+
+
+class CheckpointingSpec(ApiModel):
+    """Periodic checkpoints used for automatic resume."""
+
+    every_steps: int = Field(default=100, ge=1)
+    """Write a checkpoint every N optimizer steps; at most this much work is redone after a failure."""
+    keep: int = Field(default=2, ge=1, le=100)
+    """Complete checkpoints to keep; older ones are deleted only after a newer one completes."""
+
+
+class RunPolicy(ApiModel):
+    """Lifecycle knobs, as in Kubeflow's runPolicy."""
+
+    backoff_limit: int = Field(default=3, ge=0, le=100)
+    """Attempts after the first before the job fails (retryable failures only)."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Fail the job (DeadlineExceeded) after this long since it started."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """Delete the job and its children this long after it succeeds or fails."""
+    suspend: bool = False
+    """Tear the workers down and keep checkpoints; unsuspending resumes from them."""
+
+
+# --- the spec -----------------------------------------------------------------------------
+
+IMMUTABLE_FIELDS = (
+    "method",
+    "model",
+    "lora",
+    "quantization",
+    "promptTuning",
+    "adapters",
+    "dataset",
+    "training",
+    "resources",
+    "distributed",
+    "output",
+    "checkpointing",
+)
+
+
+def _immutability_rule() -> str:
+    """Everything but runPolicy is fixed once created (the running workers were built from it)."""
+    parts = []
+    for name in IMMUTABLE_FIELDS:
+        parts.append(
+            f"(has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name}))"
+        )
+    return " && ".join(parts)
+
+
+class PeftJobSpec(ApiModel):
+    """What to fine-tune, on what, and where the results go."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self.method != 'qlora' || has(self.quantization)", "method qlora requires quantization", field_path=".quantization"),
+            cel("self.method == 'qlora' || !has(self.quantization)", "quantization applies to method qlora only", field_path=".quantization"),
+            cel("self.method != 'promptTuning' || !has(self.lora)", "lora settings do not apply to method promptTuning", field_path=".lora"),
+            cel("self.method == 'promptTuning' || !has(self.promptTuning)", "promptTuning settings apply to method promptTuning only", field_path=".promptTuning"),
+            cel("self.method != 'promptTuning' || !self.output.merge", "merge applies to methods lora and qlora only", field_path=".output.merge"),
+            cel(
+                "!has(self.adapters) || !self.adapters.mergeOnly || self.method != 'promptTuning'",
+                "merge-only jobs combine LoRA adapters; method must be lora or qlora",
+                field_path=".adapters.mergeOnly",
+            ),
+            cel(
+                "has(self.training) || (has(self.adapters) && self.adapters.mergeOnly)",
+                "training is required unless adapters.mergeOnly is true",
+                field_path=".training",
+            ),
+            cel(
+                "has(self.dataset) || (has(self.adapters) && self.adapters.mergeOnly)",
+                "dataset is required unless adapters.mergeOnly is true",
+                field_path=".dataset",
+            ),
+            cel(
+                "!has(self.adapters) || !self.adapters.mergeOnly || self.output.merge",
+                "a merge-only job must set output.merge",
+                field_path=".output.merge",
+            ),
+            cel(
+                "self.distributed.backend != 'deepspeed' || self.method != 'qlora'",
+                "qlora runs with backend ddp (bitsandbytes 4/8-bit weights cannot be ZeRO-partitioned)",
+                field_path=".distributed.backend",
+            ),
+            cel(_immutability_rule(), "spec is immutable once created, except runPolicy", reason="FieldValueForbidden"),
+        )
+    )
+
+    method: Literal["lora", "qlora", "promptTuning"]
+    """The PEFT method."""
+    model: ModelSpec
+    """The base model."""
+    lora: LoraSpec | None = None
+    """LoRA settings for methods lora and qlora (defaults apply when omitted)."""
+    quantization: QuantizationSpec | None = None
+    """Base-model quantization; required for qlora."""
+    prompt_tuning: PromptTuningSpec | None = None
+    """Prompt tuning settings for method promptTuning (defaults apply when omitted)."""
+    adapters: AdaptersSpec | None = None
+    """Existing adapters to start from, or to merge without training."""
+    dataset: DatasetSpec | None = None
+    """Training data (not needed for merge-only jobs)."""
+    training: TrainingSpec | None = None
+    """The optimisation loop (not needed for merge-only jobs)."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Workers: nodes, GPUs, CPU/memory, placement, image."""
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    """DDP or DeepSpeed ZeRO."""
+    output: OutputSpec
+    """Where checkpoints, the adapter, the merged model and the manifest are written."""
+    checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec)
+    """Checkpoint interval and retention."""
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    """Retries, deadline, TTL, suspend."""
+
+    def effective_lora(self) -> LoraSpec:
+        return self.lora or LoraSpec()
+
+    def effective_prompt_tuning(self) -> PromptTuningSpec:
+        return self.prompt_tuning or PromptTuningSpec()
+
+    def processes_per_node(self) -> int:
+        if self.resources.processes_per_node:
+            return self.resources.processes_per_node
+        return max(1, self.resources.gpus_per_node)
+
+    def is_merge_only(self) -> bool:
+        return bool(self.adapters and self.adapters.merge_only)
+
+
+# --- status -------------------------------------------------------------------------------
+
+Phase = Literal["Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+ConditionType = Literal["Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    """Condition type: Created, Running, Restarting, Succeeded, Failed or Suspended."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str
+    """CamelCase reason, e.g. DeadlineExceeded, BackoffLimitExceeded, InvalidSpec."""
+    message: str = ""
+    """Human-readable detail."""
+    last_transition_time: str
+    """When the status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """The spec generation this condition was computed from."""
+
+
+class Progress(ApiModel):
+    """Live training progress reported by the trainer."""
+
+    step: int | None = None
+    """Optimizer steps done."""
+    total_steps: int | None = None
+    """Optimizer steps planned."""
+    epoch: float | None = None
+    """Fractional epoch."""
+    loss: float | None = None
+    """Training loss over the last reporting interval."""
+    eval_loss: float | None = None
+    """Latest validation loss."""
+    learning_rate: float | None = None
+    """Current learning rate."""
+    tokens_per_second: float | None = None
+    """Training throughput (all ranks, real tokens)."""
+    eta_seconds: int | None = None
+    """Estimated seconds to the end of training."""
+    last_update_time: str | None = None
+    """When the trainer last reported (RFC 3339)."""
+
+
+class Artifacts(ApiModel):
+    """Where the results are; each set is complete only once its manifest exists."""
+
+    adapter: str | None = None
+    """URI of the exported adapter (PEFT layout)."""
+    merged: str | None = None
+    """URI of the merged model (safetensors shards + tokenizer)."""
+    manifest: str | None = None
+    """URI of the job's manifest.json (sha256 of every file, written last)."""
+    latest_checkpoint: str | None = None
+    """URI of the latest complete checkpoint."""
+    loss_curve: str | None = None
+    """URI of the loss-curve PNG."""
+
+
+class PeftJobStatus(ApiModel):
+    """Observed state, written by the operator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase: Phase | None = None
+    """Created, Running, Restarting, Succeeded, Failed or Suspended."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """metav1-style conditions."""
+    observed_generation: int | None = None
+    """The spec generation the status reflects."""
+    start_time: str | None = None
+    """When the first attempt started (RFC 3339)."""
+    completion_time: str | None = None
+    """When the job succeeded or failed (RFC 3339)."""
+    attempts: int = 0
+    """Attempts started so far."""
+    progress: Progress | None = None
+    """Live training progress."""
+    artifacts: Artifacts | None = None
+    """Artifact URIs."""
+    eval_loss_before: float | None = None
+    """Validation loss of the base (or starting adapter) before training."""
+    message: str | None = None
+    """Human-readable summary of the current state."""
+
+
+class ObjectMeta(ApiModel):
+    """The parts of metadata kubepeft reads; the rest is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+
+
+class PeftJob(ApiModel):
+    """A parameter-efficient fine-tuning job."""
+
+    api_version: Literal["kubepeft.dev/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    kind: Literal["PeftJob"] = KIND  # type: ignore[assignment]
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: PeftJobSpec
+    status: PeftJobStatus | None = None

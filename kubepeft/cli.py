@@ -1,0 +1,49 @@
+"""The ``kubepeft`` command. Each subcommand lives in its own module, imported only when used
+(``kubepeft validate`` must not pay for importing torch).
+
+A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("kubepeft.api.validate_cmd", "check PeftJob manifests offline with the CRD's rules"),
+    "crds": ("kubepeft.api.crd_cmd", "print or write the generated CRD"),
+    "run": ("kubepeft.local.run_cmd", "run a PeftJob on this machine, no cluster needed"),
+    "demo": ("kubepeft.local.demo_cmd", "build a tiny model and run examples/tiny-lora.yaml end to end"),
+    "train": ("kubepeft_trainer.main", "the trainer entry point worker pods run"),
+    "tiny-model": ("kubepeft_trainer.tiny_model_cmd", "build a tiny Llama-style model and tokenizer offline"),
+    "verify": ("kubepeft.storage.verify_cmd", "verify an artifact set against its manifest"),
+    "s3-server": ("kubepeft.storage.seaweed_cmd", "run the embedded S3 server (SeaweedFS) in the foreground"),
+    "operator": ("kubepeft_operator.main", "run the kopf operator"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubepeft", description="Kubernetes-native PEFT fine-tuning.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_module, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or args[0] not in SUBCOMMANDS:
+        build_parser().parse_args(args)  # prints usage / the error, exits
+        return 2
+    name, rest = args[0], args[1:]
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"kubepeft {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
