@@ -52,6 +52,9 @@ ENV_MASTER_PORT = "KUBEPEFT_MASTER_PORT"
 ENV_ATTEMPT = "KUBEPEFT_ATTEMPT"
 # Credentials arrive as files (a projected Secret), never as values in the config.
 ENV_CREDENTIALS_DIR = "KUBEPEFT_CREDENTIALS_DIR"
+# The node's local work folder (downloads, checkpoints before upload, export staging). Pods point
+# it at the scratch volume; without it the trainer makes a temporary folder.
+ENV_WORKDIR = "KUBEPEFT_WORKDIR"
 
 DEFAULT_MASTER_PORT = 29500
 

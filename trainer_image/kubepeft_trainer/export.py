@@ -1,0 +1,123 @@
+"""The export pipeline, run by the node-0 launcher after the ranks have exited.
+
+Order (each set gets its own manifest when its files are stored; the job manifest goes LAST):
+
+1. ``<root>/adapter/``  -- the adapter the ranks saved (PEFT layout, loads with
+   ``PeftModel.from_pretrained``) plus the tokenizer;
+2. ``<root>/merged/``   -- LoRA/QLoRA with ``output.merge``: base + adapter merged in a separate,
+   NON-distributed step (never merge a ZeRO-3-partitioned model: it saves empty tensors),
+   sharded safetensors in ``output.mergedDtype`` plus the tokenizer;
+3. ``<root>/report/``   -- ``metrics.json`` (eval loss and perplexity before/after, train loss,
+   steps, tokens) and ``loss_curve.png``;
+4. ``<root>/manifest.json`` -- every file of 1-3 with its sha256, relative to the job root.
+
+Re-running after a crash skips what is stored: ``upload_dir`` skips files already present with
+the same sha256, and a merged set whose manifest exists is not merged again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from kubepeft.contract import TrainerConfig
+from kubepeft.storage import FileEntry, Manifest, Store, write_manifest
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+METRICS_FILE = "metrics.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+def _perplexity(loss: float | None) -> float | None:
+    return None if loss is None else math.exp(min(loss, 50.0))
+
+
+def build_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """Pure: ``metrics.json`` from the ranks' ``training_result.json``."""
+    losses = result.get("loss_history") or []
+    tail = [loss for _, loss in losses[-10:]]
+    return {
+        "eval_loss_before": result.get("eval_loss_before"),
+        "eval_loss_after": result.get("eval_loss_after"),
+        "perplexity_before": _perplexity(result.get("eval_loss_before")),
+        "perplexity_after": _perplexity(result.get("eval_loss_after")),
+        "train_loss_first": losses[0][1] if losses else None,
+        "train_loss_last10_mean": sum(tail) / len(tail) if tail else None,
+        "steps": result.get("final_step"),
+        "epochs": result.get("epoch"),
+        "tokens_seen": result.get("tokens_seen"),
+        "world_size": result.get("world_size"),
+        "resumed_from_step": result.get("resumed_from_step"),
+    }
+
+
+def job_metadata(config: TrainerConfig, kind: str) -> dict[str, Any]:
+    spec = config.spec
+    return {
+        "kind": kind,
+        "job": f"{config.job.namespace}/{config.job.name}",
+        "uid": config.job.uid,
+        "method": spec.method,
+        "base_model": spec.model.uri,
+    }
+
+
+def export_report(store: Store, config: TrainerConfig, local: Path, result: dict[str, Any]) -> Manifest:
+    from kubepeft_trainer.loss_curve import plot_loss_curve
+
+    local.mkdir(parents=True, exist_ok=True)
+    (local / METRICS_FILE).write_text(json.dumps(build_metrics(result), indent=2) + "\n", encoding="utf-8")
+    plot_loss_curve(
+        local / LOSS_CURVE_FILE,
+        [tuple(x) for x in result.get("loss_history", [])],
+        [tuple(x) for x in result.get("eval_history", [])],
+        title=f"{config.job.name}: {config.spec.method}",
+    )
+    return store.upload_dir(local, config.output.child(REPORT_DIR), metadata=job_metadata(config, "report"))
+
+
+def export_merged(store: Store, config: TrainerConfig, base_dir: Path, adapter_dir: Path, local: Path) -> Manifest:
+    """Merge (once: an existing merged manifest is reused) and upload ``<root>/merged/``."""
+    existing = store.read_manifest(config.output.merged)
+    if existing is not None:
+        log.info("merged model already stored at %s; not merging again", config.output.merged)
+        return existing
+    from kubepeft_trainer.merge import merge_adapter_into_base
+
+    merge_adapter_into_base(base_dir, adapter_dir, local, config.spec)
+    return store.upload_dir(local, config.output.merged, metadata=job_metadata(config, "merged"))
+
+
+def write_job_manifest(store: Store, config: TrainerConfig, sets: dict[str, Manifest]) -> Manifest:
+    """The job manifest (LAST): every file of every set, paths relative to the job root."""
+    entries: list[FileEntry] = []
+    for prefix, manifest in sets.items():
+        entries.extend(manifest.prefixed(prefix))
+    metadata = job_metadata(config, "job") | {"sets": sorted(sets)}
+    return write_manifest(store, config.output.root, entries, metadata)
+
+
+def export_training(
+    store: Store, config: TrainerConfig, export_dir: Path, base_dir: Path | None, result: dict[str, Any]
+) -> dict[str, str]:
+    """Steps 1-4 for a training job; returns the artifact URIs for the report."""
+    adapter_dir = export_dir / "adapter"
+    sets: dict[str, Manifest] = {
+        "adapter": store.upload_dir(adapter_dir, config.output.adapter, metadata=job_metadata(config, "adapter"))
+    }
+    artifacts = {"adapter": config.output.adapter}
+    if config.spec.output.merge and config.spec.method in ("lora", "qlora"):
+        if base_dir is None:
+            raise ValueError("merging needs the base model folder")
+        sets["merged"] = export_merged(store, config, base_dir, adapter_dir, export_dir / "merged")
+        artifacts["merged"] = config.output.merged
+    sets[REPORT_DIR] = export_report(store, config, export_dir / REPORT_DIR, result)
+    artifacts["loss_curve"] = config.output.child(f"{REPORT_DIR}/{LOSS_CURVE_FILE}")
+    write_job_manifest(store, config, sets)
+    artifacts["manifest"] = config.output.manifest
+    return artifacts

@@ -1,0 +1,273 @@
+"""One training rank: ``python -m kubepeft_trainer.worker --config PATH --workdir DIR``.
+
+Started by ``accelerate launch`` (see ``distributed.build_launch_command``), once per process on
+every node. It builds the model and data, resumes from the latest complete checkpoint by itself,
+trains, evaluates, and leaves for the node-0 launcher in ``<workdir>/export/``:
+
+* ``adapter/`` -- the trained adapter in PEFT's layout (gathered collectively under ZeRO-3),
+* ``training_result.json`` -- losses, eval losses, step counts, throughput.
+
+A rank that fails writes ``<workdir>/failures/rank-<N>.json`` (class + message) so that the
+launcher can tell bad input (exit 3) from anything else: ``accelerate launch`` itself only
+reports that some rank failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from kubepeft.contract import ENV_ATTEMPT, EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv, TrainerConfig
+
+EXPORT_DIR = "export"
+ADAPTER_DIR = "adapter"
+RESULT_FILE = "training_result.json"
+FAILURES_DIR = "failures"
+ENV_DIST_TIMEOUT_MIN = "KUBEPEFT_DIST_TIMEOUT_MINUTES"
+
+log = logging.getLogger("kubepeft_trainer.worker")
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Bad input: our own PermanentTrainerError, config validation, a missing/corrupt input object."""
+    from pydantic import ValidationError
+
+    from kubepeft.storage import PermanentStorageError
+    from kubepeft_trainer.errors import PermanentTrainerError
+
+    return isinstance(exc, PermanentTrainerError | ValidationError | PermanentStorageError)
+
+
+def write_failure(workdir: Path, rank: int, exc: BaseException) -> int:
+    code = EXIT_PERMANENT if is_permanent(exc) else EXIT_RETRYABLE
+    folder = workdir / FAILURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"rank": rank, "exit_code": code, "error": type(exc).__name__, "message": str(exc)}
+    (folder / f"rank-{rank}.json").write_text(json.dumps(record), encoding="utf-8")
+    return code
+
+
+@contextlib.contextmanager
+def _gathered(params: Sequence[Any], deepspeed_zero3: bool) -> Iterator[None]:
+    """Gather ZeRO-3 partitioned parameters on every rank (collective); a no-op otherwise."""
+    if not deepspeed_zero3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(params), modifier_rank=None):
+        yield
+
+
+def build_optimizer(name: str, params: list[Any], lr: float, weight_decay: float) -> Any:
+    import torch
+
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        # Plain SGD barely moves LoRA weights at adapter learning rates; momentum is the usual default.
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+SCHEDULER_NAMES = {
+    "linear": "linear",
+    "cosine": "cosine",
+    "constant": "constant",
+    "constantWithWarmup": "constant_with_warmup",
+}
+
+
+def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) -> int:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
+    from transformers import get_scheduler
+
+    from kubepeft_trainer.checkpoints import CheckpointManager, TrainerState
+    from kubepeft_trainer.errors import PermanentTrainerError
+    from kubepeft_trainer.evaluation import evaluate, make_eval_batches
+    from kubepeft_trainer.inputs import load_training_inputs
+    from kubepeft_trainer.output_store import open_output_store
+    from kubepeft_trainer.loop import LoopSettings, StepTimer, all_reduce_sum, train
+    from kubepeft_trainer.progress import Reporter
+    from kubepeft_trainer.sampling import DataPlan
+
+    spec = config.spec
+    training = spec.training
+    if training is None or spec.dataset is None:
+        raise PermanentTrainerError("spec.training and spec.dataset are required for a training job")
+    cuda = torch.cuda.is_available()
+    deepspeed = spec.distributed.backend == "deepspeed"
+    timeout = timedelta(minutes=int(os.environ.get(ENV_DIST_TIMEOUT_MIN, "30")))
+    # gloo on CPU: DeepSpeed and accelerate otherwise disagree on the world size (environment guide).
+    init_kwargs = InitProcessGroupKwargs(backend=None if cuda else "gloo", timeout=timeout)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[init_kwargs],
+    )
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if world != launcher_env.world_size or accelerator.num_processes != launcher_env.world_size:
+        raise RuntimeError(
+            f"world size {world} (accelerate: {accelerator.num_processes}) != "
+            f"{launcher_env.num_nodes} nodes x {launcher_env.procs_per_node} processes"
+        )
+    rank = accelerator.process_index
+    main = accelerator.is_main_process
+    reporter = Reporter.from_env(attempt=int(os.environ.get(ENV_ATTEMPT, "0")), enabled=main)
+    set_seed(training.seed)
+
+    store = open_output_store(config)
+    with accelerator.local_main_process_first():
+        inputs = load_training_inputs(config, workdir / "inputs", download=accelerator.is_local_main_process)
+    model = inputs.model
+    if training.gradient_checkpointing and not getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    plan = DataPlan(
+        num_examples=len(inputs.train),
+        per_device_batch_size=training.per_device_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        world_size=accelerator.num_processes,
+        seed=training.seed,
+    )
+    total_steps = plan.total_steps(max_steps=training.max_steps, epochs=training.epochs)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(training.optimizer, trainable, training.learning_rate, training.weight_decay)
+    scheduler = get_scheduler(
+        SCHEDULER_NAMES[training.lr_scheduler],
+        optimizer,
+        num_warmup_steps=training.warmup_steps,
+        num_training_steps=total_steps,
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    zero3 = deepspeed and spec.distributed.zero_stage == 3
+
+    checkpoints = CheckpointManager(
+        accelerator,
+        store,
+        config.output.checkpoints,
+        workdir,
+        node_rank=launcher_env.node_rank,
+        num_nodes=launcher_env.num_nodes,
+        keep=spec.checkpointing.keep,
+        deepspeed=deepspeed,
+    )
+    eval_batches = make_eval_batches(
+        inputs.validation, inputs.collate, training.per_device_batch_size, rank=rank, world=accelerator.num_processes
+    )
+    reduce = all_reduce_sum(accelerator)
+    restored = checkpoints.restore()
+    resumed_from = restored.step if restored else None
+    if restored is None:
+        state = TrainerState(total_steps=total_steps, world_size=plan.world_size, seed=training.seed)
+        state.eval_loss_before, _ = evaluate(model, eval_batches, all_reduce=reduce, device=accelerator.device)
+    else:
+        state = restored
+    if main:
+        reporter.publish(
+            state="Training",
+            resumed_from_step=resumed_from,
+            eval_loss_before=state.eval_loss_before,
+            progress={"step": state.step, "total_steps": total_steps, "epoch": state.epoch},
+        )
+    settings = LoopSettings(
+        total_steps=total_steps,
+        log_every=training.log_every_steps,
+        checkpoint_every=spec.checkpointing.every_steps,
+        eval_every=training.eval_every_steps,
+        max_grad_norm=training.max_grad_norm,
+        deepspeed=deepspeed,
+    )
+    timer = StepTimer()
+    state = train(
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        plan,
+        inputs.train,
+        inputs.collate,
+        settings,
+        state,
+        checkpoints=checkpoints,
+        eval_batches=eval_batches,
+        reporter=reporter if main else None,
+        timer=timer,
+    )
+    eval_after, ppl_after = evaluate(model, eval_batches, all_reduce=reduce, device=accelerator.device)
+
+    export = workdir / EXPORT_DIR
+    unwrapped = accelerator.unwrap_model(model)
+    with _gathered([p for p in model.parameters() if p.requires_grad], zero3):
+        if main:
+            unwrapped.save_pretrained(str(export / ADAPTER_DIR), safe_serialization=True)
+            inputs.tokenizer.save_pretrained(str(export / ADAPTER_DIR))
+    accelerator.wait_for_everyone()
+    checkpoints.finish()
+    if main:
+        result = {
+            "total_steps": total_steps,
+            "final_step": state.step,
+            "epoch": state.epoch,
+            "resumed_from_step": resumed_from,
+            "eval_loss_before": state.eval_loss_before,
+            "eval_loss_after": eval_after,
+            "perplexity_after": ppl_after,
+            "loss_history": state.loss_history,
+            "eval_history": state.eval_history,
+            "tokens_seen": state.tokens_seen,
+            "train_seconds_this_attempt": timer.total_seconds,
+            "steps_this_attempt": timer.total_steps_timed,
+            "world_size": plan.world_size,
+            "committed_checkpoints": checkpoints.committed,
+        }
+        (export / RESULT_FILE).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    accelerator.end_training()
+    return EXIT_OK
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="the TrainerConfig JSON")
+    parser.add_argument("--workdir", required=True, help="this node's local work folder")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubepeft_trainer.worker", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
+    )
+    workdir = Path(args.workdir)
+    try:
+        config = TrainerConfig.from_json(Path(args.config).read_text(encoding="utf-8"))
+        return run_worker(config, LauncherEnv.from_env(), workdir)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        code = write_failure(workdir, rank, exc)
+        log.error("rank %d failed (%s): %s", rank, "permanent" if code == EXIT_PERMANENT else "retryable", exc)
+        if code != EXIT_PERMANENT:
+            traceback.print_exc()
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
