@@ -29,7 +29,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "trainer_image"))
@@ -90,8 +90,8 @@ def bare_loop(items: list[Any], args: argparse.Namespace) -> float:
     model.train()
     tokens, seconds = 0, 0.0
     for step in range(args.steps + args.warmup):
+        started = time.perf_counter()  # collating is part of a step, in both loops
         batch = collate(items[(step * args.batch) % len(items) :][: args.batch])
-        started = time.perf_counter()
         out = model(**batch)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -106,11 +106,10 @@ def bare_loop(items: list[Any], args: argparse.Namespace) -> float:
 
 def kubepeft_loop(items: list[Any], args: argparse.Namespace) -> float:
     from accelerate import Accelerator
-    from transformers import get_scheduler
-
     from kubepeft_trainer.checkpoints import TrainerState
     from kubepeft_trainer.loop import LoopSettings, StepTimer, train
     from kubepeft_trainer.sampling import DataPlan
+    from transformers import get_scheduler
 
     model = build_model(args.vocab, args.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -138,8 +137,9 @@ def import_seconds() -> float:
 def first_step_seconds() -> float | None:
     """Start of ``kubepeft train`` -> its first optimizer step (from the progress file), tiny model."""
     try:
-        from kubepeft.contract import build_trainer_config
         from kubepeft_trainer.tiny_model import build_tiny_model, tiny_training_records, write_dataset
+
+        from kubepeft.contract import build_trainer_config
     except ImportError:
         return None
     from kubepeft.api.models import PeftJobSpec
@@ -200,8 +200,10 @@ def main() -> int:
 
     items = make_items(args.batch * (args.steps + args.warmup), args.seq, args.vocab, args.seed)
     params = sum(p.numel() for p in build_model(args.vocab, args.seed).parameters())
-    print(f"model: {params / 1e6:.1f}M parameters (LoRA r=16 all-linear), batch {args.batch}, seq <= {args.seq}, "
-          f"{args.steps} timed steps, threads {torch.get_num_threads()}")
+    print(
+        f"model: {params / 1e6:.1f}M parameters (LoRA r=16 all-linear), batch {args.batch}, seq <= {args.seq}, "
+        f"{args.steps} timed steps, threads {torch.get_num_threads()}"
+    )
     bare, ours = [], []
     for i in range(args.rounds):
         bare.append(bare_loop(items, args))
@@ -213,8 +215,10 @@ def main() -> int:
         imports = import_seconds()
         first = first_step_seconds()
         shown = f"{first:.1f}s" if first is not None else "n/a"
-        print(f"startup: bare 'import torch, transformers, peft' {imports:.1f}s; "
-              f"'kubepeft train' start -> first step {shown} (includes accelerate launch + rank start + model load)")
+        print(
+            f"startup: bare 'import torch, transformers, peft' {imports:.1f}s; "
+            f"'kubepeft train' start -> first step {shown} (includes accelerate launch + rank start + model load)"
+        )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"RESULT trainer ratio={best_ours / best_bare:.3f} tokens_per_s={best_ours:.0f} "

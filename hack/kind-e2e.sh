@@ -22,7 +22,7 @@ TRAINER_CPU_IMAGE="kubepeft-trainer-cpu:${IMAGE_TAG}"
 OPERATOR_NS="${OPERATOR_NS:-kubepeft-system}"
 STORAGE_NS="kubepeft-storage"   # fixed by hack/kind/seaweedfs.yaml
 JOBS_NS="${JOBS_NS:-kubepeft-e2e}"
-BUCKET="kubepeft-demo"          # the bucket examples/tiny-lora*.yaml read from and write to
+BUCKET="kubepeft-demo"          # the bucket both tiny examples read from and write to
 S3_IN_CLUSTER="http://seaweedfs.${STORAGE_NS}.svc:8333"
 S3_LOCAL_PORT="${S3_LOCAL_PORT:-18333}"
 S3_LOCAL="http://127.0.0.1:${S3_LOCAL_PORT}"
@@ -36,6 +36,7 @@ if [[ -x "$ROOT/.venv/bin/kubepeft" ]]; then
   PATH="$ROOT/.venv/bin:$PATH"
 fi
 
+umask 077   # every file this run writes (keys, kubeconfig) is private
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kubepeft-kind-e2e.XXXXXX")"
 CREDS="$WORK/credentials"
 export KUBECONFIG="$WORK/kubeconfig"   # never touch the user's kubeconfig
@@ -136,7 +137,7 @@ build_and_load_images() {
 
 generate_credentials() {
   log "generating S3 credentials"
-  (umask 077 && mkdir -p "$CREDS")
+  mkdir -p "$CREDS"
   python3 -c 'import secrets; print("KP" + secrets.token_hex(9).upper(), end="")' >"$CREDS/AWS_ACCESS_KEY_ID"
   python3 -c 'import secrets; print(secrets.token_urlsafe(30), end="")' >"$CREDS/AWS_SECRET_ACCESS_KEY"
   # SeaweedFS's identities file: one identity with the generated keys.
@@ -152,7 +153,6 @@ print(json.dumps({"identities": [{
     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
 }]}))
 PY
-  chmod 600 "$WORK/s3.json"
 }
 
 deploy_storage() {
@@ -206,17 +206,11 @@ start_port_forward() {
 }
 
 upload_model_and_data() {
-  log "building the tiny model and dataset"
-  kubepeft tiny-model "$WORK/demo/tiny-llama"
-  python3 - "$WORK/demo/tiny-chat.jsonl" <<'PY'
-import sys
-from pathlib import Path
-from kubepeft_trainer.tiny_model import tiny_training_records, write_dataset
-write_dataset(Path(sys.argv[1]), tiny_training_records(512, seed=0), "jsonl")
-PY
-  log "uploading them to s3://${BUCKET}"
-  with_s3_env aws --endpoint-url "$S3_LOCAL" s3 cp --recursive --only-show-errors "$WORK/demo/tiny-llama" "s3://${BUCKET}/models/tiny-llama"
-  with_s3_env aws --endpoint-url "$S3_LOCAL" s3 cp --only-show-errors "$WORK/demo/tiny-chat.jsonl" "s3://${BUCKET}/data/tiny-chat.jsonl"
+  # Builds the tiny model and dataset and uploads them to exactly the URIs the examples name
+  # (s3://kubepeft-demo/models/tiny-llama, s3://kubepeft-demo/data/tiny-chat.jsonl).
+  log "building the tiny model and dataset and uploading them to s3://${BUCKET}"
+  kubepeft demo --prepare-only --job examples/tiny-lora.yaml --workdir "$WORK/demo" \
+    --endpoint "$S3_LOCAL" --credentials-dir "$CREDS"
   with_s3_env aws --endpoint-url "$S3_LOCAL" s3 ls --recursive "s3://${BUCKET}/"
 }
 
@@ -250,7 +244,7 @@ verify_artifacts() {
   manifest="$(kubectl -n "$JOBS_NS" get peftjob "$job" -o jsonpath='{.status.artifacts.manifest}')"
   [[ "$manifest" == "${root}/manifest.json" ]] || die "peftjob/${job}: status.artifacts.manifest is '${manifest}', expected ${root}/manifest.json"
   # Every file listed in the manifest exists with its sha256 (the manifest is written last).
-  with_s3_env kubepeft verify "$root" --endpoint "$S3_LOCAL"
+  kubepeft verify "$root" --endpoint "$S3_LOCAL" --credentials-dir "$CREDS"
   with_s3_env aws --endpoint-url "$S3_LOCAL" s3 ls "${root}/adapter/adapter_config.json" >/dev/null \
     || die "${root}/adapter/adapter_config.json is missing"
   with_s3_env aws --endpoint-url "$S3_LOCAL" s3 ls "${root}/adapter/adapter_model.safetensors" >/dev/null \

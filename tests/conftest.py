@@ -10,3 +10,5 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tests.fixtures.s3 import *  # noqa: F401,F403
 from tests.fixtures.api import *  # noqa: F401,F403
 from tests.fixtures.trainer import *  # noqa: F401,F403
+from tests.fixtures.kube import *  # noqa: F401,F403
+from tests.fixtures.training import *  # noqa: F401,F403

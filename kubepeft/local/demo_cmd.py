@@ -217,7 +217,7 @@ def show_sample(paths: DemoPaths, results: Path, console: Console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(soft_wrap=True)
     example = args.job or default_example()
     try:
         job = load_job_file(example)

@@ -90,7 +90,7 @@ def run_loaded_job(
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         job = load_job_file(args.job, name=args.name, namespace=args.namespace)
     except JobFileError as error:

@@ -11,6 +11,7 @@ group, a grace period, then SIGKILL), the way the kubelet stops a container.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from kubepeft.contract import (
     ENV_CONFIG,
     ENV_NAMESPACE,
     ENV_PROGRESS_FILE,
+    ENV_WORKDIR,
     EXIT_PERMANENT,
     LauncherEnv,
 )
@@ -54,6 +56,7 @@ class NodePlan:
     env: dict[str, str]
     progress_file: Path
     log_file: Path
+    workdir: Path
 
 
 def plan_nodes(
@@ -69,12 +72,13 @@ def plan_nodes(
 ) -> list[NodePlan]:
     """Pure: the per-node environment of a local run (added on top of the caller's environment).
 
-    Each node appends its reports to its own progress file (only the global rank 0 reports
-    progress; any node may report its own failure) and logs to its own file.
+    Each node appends its reports to its own progress file (only node 0 reports), logs to its own
+    file and works in its own folder -- emptied before every attempt, like a pod's scratch volume.
     """
     plans = []
     for rank in range(num_nodes):
         progress = run_dir / f"progress-node{rank}.jsonl"
+        workdir = run_dir / "work" / f"node{rank}"
         launcher = LauncherEnv(
             node_rank=rank,
             num_nodes=num_nodes,
@@ -88,8 +92,9 @@ def plan_nodes(
             ENV_PROGRESS_FILE: str(progress),
             ENV_NAMESPACE: namespace,
             ENV_ATTEMPT: str(attempt),
+            ENV_WORKDIR: str(workdir),
         }
-        plans.append(NodePlan(rank=rank, env=env, progress_file=progress, log_file=run_dir / f"node{rank}.log"))
+        plans.append(NodePlan(rank, env, progress, run_dir / f"node{rank}.log", workdir))
     return plans
 
 
@@ -119,6 +124,8 @@ class NodeGroup:
         for plan in self.plans:
             plan.progress_file.parent.mkdir(parents=True, exist_ok=True)
             plan.progress_file.write_bytes(b"")  # this attempt's reports only
+            shutil.rmtree(plan.workdir, ignore_errors=True)
+            plan.workdir.mkdir(parents=True)
             log = plan.log_file.open("ab")
             self._logs.append(log)
             env = {**self.base_env, **plan.env}

@@ -60,7 +60,7 @@ def render_config(job: LoadedJob, storage: ResolvedStorage) -> TrainerConfig:
         job.namespace,
         job.name,
         uid=LOCAL_UID,
-        credentials_dirs=credentials_dirs(storage.credentials_dir),
+        credentials_dirs=credentials_dirs(job.spec, storage.credentials_dir),
         endpoint_override=storage.endpoint,
     )
 

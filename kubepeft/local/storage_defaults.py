@@ -16,8 +16,8 @@ from pathlib import Path
 from kubepeft.api.models import PeftJobSpec
 
 S3_DATA_DIR = "s3"
-# Names under which the trainer config lists credential folders (same names the operator mounts).
-CREDENTIAL_SOURCES = ("model", "dataset", "adapters", "output")
+# Names under which the trainer config lists credential folders: the operator's mount names.
+CREDENTIAL_SOURCES = ("model", "dataset", "output")
 
 
 def job_uris(spec: PeftJobSpec) -> list[str]:
@@ -56,11 +56,17 @@ def plan_storage(
     return StoragePlan(embedded=True, endpoint=None, credentials_dir=None, embedded_data_dir=data_dir)
 
 
-def credentials_dirs(credentials_dir: Path | None) -> dict[str, str]:
-    """The trainer config's ``credentials_dirs``: every source reads the one folder locally."""
+def credentials_dirs(spec: PeftJobSpec, credentials_dir: Path | None) -> dict[str, str]:
+    """The trainer config's ``credentials_dirs``, as the operator fills it: one entry per remote
+    source (model, dataset, output); locally they all read the one folder. Local paths need none."""
     if credentials_dir is None:
         return {}
-    return {source: str(credentials_dir) for source in CREDENTIAL_SOURCES}
+    uris = {"model": spec.model.uri, "dataset": spec.dataset.uri if spec.dataset else None, "output": spec.output.uri}
+    return {
+        source: str(credentials_dir)
+        for source in CREDENTIAL_SOURCES
+        if (uri := uris[source]) is not None and not uri.startswith("/")
+    }
 
 
 @dataclass(frozen=True)

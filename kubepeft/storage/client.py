@@ -123,7 +123,7 @@ def make_s3_client(
         region_name=region,
         # botocore's standard/adaptive modes: exponential backoff with full jitter on throttling,
         # 5xx and connection errors, up to max_attempts tries per request.
-        retries={"mode": tuning.retry_mode, "max_attempts": tuning.max_attempts},  # type: ignore[typeddict-item]
+        retries={"mode": tuning.retry_mode, "max_attempts": tuning.max_attempts},  # type: ignore[typeddict-item,arg-type]
         s3={"addressing_style": "path" if force_path_style else "auto"},
         max_pool_connections=tuning.concurrency * 2 + 4,
         connect_timeout=tuning.connect_timeout,

@@ -117,7 +117,9 @@ def classify(exc: BaseException, *, action: str, uri: str, secrets: Iterable[str
         # Remaining botocore errors (including s3transfer's exhausted download retries, which
         # subclass nothing useful) are transport-level: treat as transient.
         return RetryableStorageError(
-            f"{action} {uri} failed: {type(exc).__name__}: {redact(str(exc), secrets)}", uri=uri, code=type(exc).__name__
+            f"{action} {uri} failed: {type(exc).__name__}: {redact(str(exc), secrets)}",
+            uri=uri,
+            code=type(exc).__name__,
         )
     if isinstance(exc, ConnectionError | TimeoutError):
         return RetryableStorageError(f"{action} {uri} failed: {type(exc).__name__}", uri=uri, code="Connection")

@@ -40,5 +40,7 @@ def open_store(
     if root_uri.startswith("/"):
         return LocalStore(os.path.normpath(root_uri))
     raise PermanentStorageError(
-        f"storage root must be s3://bucket/prefix or an absolute path, got {root_uri!r}", uri=root_uri, code="InvalidURI"
+        f"storage root must be s3://bucket/prefix or an absolute path, got {root_uri!r}",
+        uri=root_uri,
+        code="InvalidURI",
     )

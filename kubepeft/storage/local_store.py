@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 from kubepeft.storage.errors import NotFoundError, PermanentStorageError
 from kubepeft.storage.manifest import PART_SUFFIX, sha256_file
 from kubepeft.storage.store import DownloadItem, Store, UploadItem
 
 COPY_BUFFER = 8 * 1024 * 1024
+T = TypeVar("T")
 
 
 class LocalStore(Store):
@@ -28,8 +30,7 @@ class LocalStore(Store):
         if not uri.startswith("/"):
             raise PermanentStorageError(f"a local store cannot address {uri!r}", uri=uri, code="InvalidURI")
 
-    def _parallel(self, fn: object, items: Sequence[object]) -> None:
-        assert callable(fn)
+    def _parallel(self, fn: Callable[[T], None], items: Sequence[T]) -> None:
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(items)))) as pool:
             for _ in pool.map(fn, items):
                 pass
@@ -86,15 +87,15 @@ class LocalStore(Store):
         path = Path(uri)
         if path == Path(path.anchor):
             raise PermanentStorageError(f"refusing to delete {uri}", uri=uri, code="InvalidURI")
-        shutil.rmtree(path, ignore_errors=False) if path.is_dir() else None
+        if path.is_dir():
+            shutil.rmtree(path)
 
     def _delete(self, uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, write: object) -> None:
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through a temporary file in the same folder, fsync, then rename into place."""
-    assert callable(write)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART_SUFFIX)
     try:

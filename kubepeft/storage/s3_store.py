@@ -166,7 +166,7 @@ class S3Store(Store):
                     continue
                 sink = HashingSink()
                 sinks.append(sink)
-                futures.append((uri, manager.download(loc.bucket, loc.key, sink)))
+                futures.append((uri, manager.download(loc.bucket, loc.key, sink)))  # type: ignore[arg-type]
             self._run("verify", futures)
         return [None if sink is None else (sink.size, sink.digest.hexdigest()) for sink in sinks]
 

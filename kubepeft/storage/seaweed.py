@@ -20,6 +20,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -68,7 +69,11 @@ def free_ports(count: int) -> list[int]:
 
 
 class EmbeddedS3:
-    """``with EmbeddedS3(data_dir) as s3: open_store("s3://b/x", endpoint=s3.endpoint, credentials_dir=s3.credentials_dir)``."""
+    """A ``weed mini`` subprocess. Usage::
+
+    with EmbeddedS3(data_dir) as s3:
+        store = open_store("s3://b/x", endpoint=s3.endpoint, credentials_dir=s3.credentials_dir)
+    """
 
     def __init__(self, data_dir: str | os.PathLike[str], *, region: str = "us-east-1", start_timeout: float = 60.0):
         self.data_dir = Path(data_dir).absolute()
@@ -77,6 +82,7 @@ class EmbeddedS3:
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self._socket_dir: str | None = None
+        self._client: Any = None
 
     # --- paths and credentials ----------------------------------------------------------------
 
@@ -123,10 +129,12 @@ class EmbeddedS3:
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
-    def client(self) -> object:
-        """A plain boto3 S3 client for this server (tests and tools)."""
+    def client(self) -> Any:
+        """A plain boto3 S3 client for this server (tests and tools); cached per start."""
+        if self._client is not None:
+            return self._client
         creds = self.credentials
-        return boto3.client(
+        self._client = boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=self.region,
@@ -134,6 +142,7 @@ class EmbeddedS3:
             aws_secret_access_key=creds.secret_access_key,
             config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}),
         )
+        return self._client
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -214,7 +223,7 @@ class EmbeddedS3:
                     + self.log_tail()
                 )
             try:
-                client.list_buckets()  # type: ignore[attr-defined]
+                client.list_buckets()
                 return
             except (ClientError, BotoCoreError) as exc:
                 last = type(exc).__name__
@@ -243,6 +252,7 @@ class EmbeddedS3:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
         self.port = None
+        self._client = None
 
     @property
     def running(self) -> bool:
@@ -252,7 +262,7 @@ class EmbeddedS3:
         """Create ``name`` if it does not exist yet."""
         client = self.client()
         try:
-            client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
+            client.create_bucket(Bucket=name)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise

@@ -136,7 +136,9 @@ class Store(ABC):
         target = self.resolve(uri)
         source = Path(local_dir)
         if not source.is_dir():
-            raise PermanentStorageError(f"upload {target}: {source} is not a directory", uri=target, code="NotADirectory")
+            raise PermanentStorageError(
+                f"upload {target}: {source} is not a directory", uri=target, code="NotADirectory"
+            )
         started = time.monotonic()
         files = scan_dir(source)
         manifest_uri = join(target, MANIFEST_NAME)
@@ -144,8 +146,7 @@ class Store(ABC):
 
         def prepare(item: tuple[Path, str]) -> tuple[FileEntry, UploadItem | None]:
             path, relative = item
-            size = path.stat().st_size
-            digest = sha256_file(path)
+            size, digest = self._guard("read", str(path), lambda: (path.stat().st_size, sha256_file(path)))
             object_uri = join(target, relative)
             entry = FileEntry(relative, size, digest)
             present = self._guard("inspect", object_uri, lambda: self._remote_sha256(object_uri, size))
@@ -223,8 +224,13 @@ class Store(ABC):
             skipped_bytes=manifest.total_bytes - fetched,
             seconds=time.monotonic() - started,
         )
-        log.info("downloaded %s: %d files (%d bytes) fetched, %d already present", source, len(todo), fetched,
-                 manifest.transfer.skipped_files)
+        log.info(
+            "downloaded %s: %d files (%d bytes) fetched, %d already present",
+            source,
+            len(todo),
+            fetched,
+            manifest.transfer.skipped_files,
+        )
         return manifest
 
     def _verify_local(self, entries: Sequence[FileEntry], items: Sequence[DownloadItem]) -> None:

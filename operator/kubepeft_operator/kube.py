@@ -143,7 +143,9 @@ class KubeApi:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         try:
-            await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body={"propagationPolicy": "Background"})
+            await self._call(
+                "DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body={"propagationPolicy": "Background"}
+            )
         except KubeError as exc:
             if exc.status != 404:
                 raise

@@ -13,7 +13,9 @@ def secrets_to_read(mounts: list[CredentialMount]) -> set[str]:
     return {m.secret for m in mounts if m.explicit}
 
 
-def check_secrets(mounts: list[CredentialMount], found: Mapping[str, frozenset[str] | None], namespace: str) -> Preflight:
+def check_secrets(
+    mounts: list[CredentialMount], found: Mapping[str, frozenset[str] | None], namespace: str
+) -> Preflight:
     """``found`` maps a Secret name to its key names (``None``: no such Secret). Values never pass here."""
     for mount in mounts:
         if not mount.explicit:

@@ -233,8 +233,11 @@ class Reconciler:
         # (idempotent: an existing child is left as it is).
         for child in render_job_children(job, spec, self.settings):
             await self.kube.create(child)
-        pods = [p for p in render_workers(job, spec, self.settings, action.attempt)
-                if int(p["metadata"]["labels"][naming.LABEL_RANK]) in action.ranks]
+        pods = [
+            p
+            for p in render_workers(job, spec, self.settings, action.attempt)
+            if int(p["metadata"]["labels"][naming.LABEL_RANK]) in action.ranks
+        ]
         created = await asyncio.gather(*(self.kube.create(pod) for pod in pods))
         if any(created) and len(action.ranks) == spec.resources.nodes:
             self.metrics.attempts.inc()

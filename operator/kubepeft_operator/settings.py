@@ -74,7 +74,9 @@ class OperatorSettings:
 
         pull_policy = get("KUBEPEFT_IMAGE_PULL_POLICY", "IfNotPresent")
         if pull_policy not in ("Always", "IfNotPresent", "Never"):
-            raise SettingsError(f"KUBEPEFT_IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, not {pull_policy!r}")
+            raise SettingsError(
+                f"KUBEPEFT_IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, not {pull_policy!r}"
+            )
         node_selector = _json("KUBEPEFT_TRAINER_NODE_SELECTOR", get("KUBEPEFT_TRAINER_NODE_SELECTOR"), dict)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in node_selector.items()):
             raise SettingsError("KUBEPEFT_TRAINER_NODE_SELECTOR must map strings to strings")

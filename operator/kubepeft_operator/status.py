@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-
 from collections.abc import Mapping
 from typing import Any
 
@@ -146,7 +145,6 @@ def failed_attempts_to_annotation(attempts: frozenset[int]) -> str:
     return ",".join(str(a) for a in sorted(attempts))
 
 
-
-_STATUS_WIRE_FIELDS = {
-    field.alias or name for name, field in PeftJobStatus.model_fields.items()
-} | set(PeftJobStatus.model_fields)
+_STATUS_WIRE_FIELDS = {field.alias or name for name, field in PeftJobStatus.model_fields.items()} | set(
+    PeftJobStatus.model_fields
+)

@@ -31,7 +31,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "two-replicas-namespaced": {"replicas": 2, "watchNamespaces": ["team-a", "team-b"]},
     "custom-images": {
         "images": {
-            "operator": {"repository": "registry.example.com/ml/kubepeft-operator", "tag": "1.2.3", "pullPolicy": "Always"},
+            "operator": {
+                "repository": "registry.example.com/ml/kubepeft-operator",
+                "tag": "1.2.3",
+                "pullPolicy": "Always",
+            },
             "trainer": {
                 "repository": "registry.example.com/ml/kubepeft-trainer",
                 "digest": "sha256:" + "a" * 64,
@@ -106,7 +110,8 @@ def validate_strict(obj: dict[str, Any]) -> None:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as err:
             path = ".".join(str(p) for p in err.path)
-            raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {path}: {err.message}")
+            where = f"{obj['kind']}/{obj['metadata']['name']}"
+            raise AssertionError(f"{where} invalid for Kubernetes {version}: {path}: {err.message}") from None
 
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
@@ -141,7 +146,16 @@ def assert_restricted(name: str, pod: dict[str, Any]) -> None:
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), f"{name}: host namespaces"
     for volume in pod.get("volumes", []):
         kinds = set(volume) - {"name"}
-        allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+        allowed = {
+            "configMap",
+            "csi",
+            "downwardAPI",
+            "emptyDir",
+            "ephemeral",
+            "persistentVolumeClaim",
+            "projected",
+            "secret",
+        }
         assert kinds <= allowed, f"{name}: volume {volume['name']} of type {kinds} not allowed by restricted"
     for container in pod.get("initContainers", []) + pod["containers"]:
         where = f"{name} container {container['name']}"

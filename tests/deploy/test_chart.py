@@ -4,6 +4,7 @@ validated against the real Kubernetes OpenAPI schemas (kubernetes-validate, stri
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import helm_python as helm
@@ -93,9 +94,10 @@ def test_objects_carry_the_recommended_labels(scenario: tuple[str, list[dict[str
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", where
         assert labels.get("app.kubernetes.io/version") == "0.1.0", where
         assert labels.get("app.kubernetes.io/part-of") == "kubepeft", where
-        if obj["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} and obj["metadata"].get(
-            "namespace"
-        ) is None:
+        if (
+            obj["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+            and obj["metadata"].get("namespace") is None
+        ):
             pytest.fail(f"{where}: namespaced object without metadata.namespace")
 
 
@@ -132,7 +134,7 @@ def test_operator_deployment_defaults() -> None:
     assert pod["automountServiceAccountToken"] is True
     assert pod["securityContext"]["runAsUser"] == 1000
     assert container["securityContext"]["runAsUser"] == 1000
-    assert container["image"] == "ghcr.io/kubepeft/kubepeft-operator:0.1.0"
+    assert container["image"] == "ghcr.io/kubepeft/operator:0.1.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
@@ -150,8 +152,8 @@ def test_operator_environment_defaults() -> None:
     env = env_of(one(render({}), "Deployment"))
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["KUBEPEFT_WATCH_NAMESPACES"] == ""
-    assert env["KUBEPEFT_TRAINER_IMAGE"] == "ghcr.io/kubepeft/kubepeft-trainer:0.1.0"
-    assert env["KUBEPEFT_TRAINER_IMAGE_CPU"] == "ghcr.io/kubepeft/kubepeft-trainer-cpu:0.1.0"
+    assert env["KUBEPEFT_TRAINER_IMAGE"] == "ghcr.io/kubepeft/trainer:0.1.0"
+    assert env["KUBEPEFT_TRAINER_IMAGE_CPU"] == "ghcr.io/kubepeft/trainer-cpu:0.1.0"
     assert env["KUBEPEFT_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert env["KUBEPEFT_IMAGE_PULL_SECRETS"] == ""
     assert env["KUBEPEFT_DEFAULT_S3_ENDPOINT"] == ""
@@ -226,7 +228,9 @@ def test_two_replicas_turn_on_peering_and_a_disruption_budget() -> None:
     assert "namespace" not in peering["metadata"]
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 def test_one_replica_has_no_peering_and_no_disruption_budget() -> None:
@@ -325,9 +329,14 @@ def test_service_monitor_shape() -> None:
     assert set(monitor["spec"]) == {"selector", "namespaceSelector", "endpoints"}
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NAMESPACE]}
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
     assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
-    assert service["spec"]["selector"].items() <= one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        service["spec"]["selector"].items()
+        <= one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 def test_service_monitor_is_off_by_default() -> None:
@@ -361,10 +370,21 @@ def test_values_schema_rejects_bad_values_with_a_clear_message(values: dict[str,
     assert message in str(caught.value), str(caught.value)
 
 
-def test_service_monitor_without_its_service_fails_clearly() -> None:
-    values = {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}
-    with pytest.raises(helm.HelmError, match="metrics.serviceMonitor.enabled needs metrics.service.enabled"):
+INCONSISTENT_VALUES = [
+    (
+        {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+        "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+    ),
+    ({"metrics": {"port": 9000}, "health": {"port": 9000}}, "metrics.port and health.port must differ"),
+    ({"replicas": 2, "podDisruptionBudget": {"minAvailable": 2}}, "minAvailable must be less than replicas"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), INCONSISTENT_VALUES, ids=["monitor-without-service", "ports", "pdb"])
+def test_inconsistent_values_fail_clearly(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError) as caught:
         render(values)
+    assert message in str(caught.value)
 
 
 def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
@@ -417,7 +437,9 @@ def test_kind_e2e_overrides_are_valid_values() -> None:
     values: dict[str, Any] = {}
     for expression in sets:
         # Shell variables in the script stand for plain strings.
-        expression = expression.replace('"$IMAGE_TAG"', "e2e").replace('"$S3_IN_CLUSTER"', "http://seaweedfs.s.svc:8333")
+        expression = expression.replace('"$IMAGE_TAG"', "e2e").replace(
+            '"$S3_IN_CLUSTER"', "http://seaweedfs.s.svc:8333"
+        )
         _merge(values, helm.parse_set_string(expression))
     assert values["defaultStorage"]["endpoint"] == "http://seaweedfs.s.svc:8333"
     deployment = one(render(values), "Deployment")
@@ -469,3 +491,44 @@ def test_notes_tell_the_user_how_to_submit_and_watch_a_job() -> None:
     assert (REPO_ROOT / "examples" / "tiny-lora.yaml").exists()
     namespaced = render_text({"watchNamespaces": ["team-a"], "replicas": 2})["kubepeft/templates/NOTES.txt"]
     assert "team-a" in namespaced and "peering" in namespaced
+
+
+# --- the contract with the operator -----------------------------------------------------------
+
+
+def test_the_operator_reads_the_environment_the_chart_sets(scenario: tuple[str, list[dict[str, Any]]]) -> None:
+    """The chart's env goes through the operator's own settings parser, as in the real pod."""
+    from kubepeft_operator.settings import OperatorSettings
+
+    name, objects = scenario
+    env = {k: v for k, v in env_of(one(objects, "Deployment")).items() if isinstance(v, str)}
+    settings = OperatorSettings.from_env(env)
+    values = SCENARIOS[name]
+    assert settings.watch_namespaces == tuple(values.get("watchNamespaces", ()))
+    assert settings.image_pull_secrets == tuple(s["name"] for s in values.get("imagePullSecrets", ()))
+    assert settings.trainer_node_selector == values.get("trainer", {}).get("nodeSelector", {})
+    assert settings.trainer_tolerations == values.get("trainer", {}).get("tolerations", [])
+    assert settings.peering == ("kubepeft" if values.get("replicas", 1) > 1 else "")
+    assert settings.metrics_port == 8080 and settings.health_port == 8081
+    assert settings.max_workers == values.get("maxWorkers", 0)
+    assert settings.trainer_image.endswith(("trainer:0.1.0", "@sha256:" + "a" * 64))
+
+
+def test_operations_guide_documents_every_value() -> None:
+    guide = (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    with load_chart() as chart:
+        defaults = chart.values
+    for key, value in defaults.items():
+        assert f"`{key}" in guide, f"docs/operations.md does not document the value {key}"
+        if isinstance(value, dict) and key not in FREE_FORM_VALUES and key != "resources":
+            for sub in value:
+                # `key.sub` or the brace form `key.{a,sub,b}`
+                pattern = rf"{key}\.(\{{[^}}]*\b{sub}\b[^}}]*\}}|{sub}\b)"
+                assert re.search(pattern, guide), f"docs/operations.md does not document {key}.{sub}"
+    for step in (
+        "make kind-e2e",
+        "KEEP_CLUSTER=1",
+        "Docker daemon",
+        "kubectl apply --server-side -f charts/kubepeft/crds/",
+    ):
+        assert step in guide

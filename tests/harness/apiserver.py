@@ -15,7 +15,8 @@ that honour ``resourceVersion`` (exactly the later events; 410 when too old),
 ``timeoutSeconds``, bookmarks and ``sendInitialEvents``, and ownerReference garbage collection
 (background, foreground, orphan). Not emulated: authentication/RBAC, admission, defaulting
 beyond ``status.phase=Pending``, graceful pod deletion, strategic merge of lists (treated as a
-merge patch), CRD schema validation.
+merge patch), CEL rules. PeftJobs are served from the generated CRD: unknown fields are pruned
+and the rest validated against its openAPIV3Schema, as the API server does.
 """
 
 from __future__ import annotations
@@ -33,13 +34,21 @@ import yaml
 from aiohttp import web
 
 from tests.harness.resources import DEFAULT_RESOURCES, ResourceType
+from tests.harness.schema import PEFTJOB_CRD, load_crd
 from tests.harness.selectors import SelectorError, parse_selector
 from tests.harness.store import ApiError, Obj, Store, Watch
 
 T = TypeVar("T")
 KUBE_VERSION = {
-    "major": "1", "minor": "37", "gitVersion": "v1.37.0", "gitCommit": "harness", "gitTreeState": "clean",
-    "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25", "compiler": "gc", "platform": "linux/amd64",
+    "major": "1",
+    "minor": "37",
+    "gitVersion": "v1.37.0",
+    "gitCommit": "harness",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.25",
+    "compiler": "gc",
+    "platform": "linux/amd64",
 }
 DEFAULT_WATCH_TIMEOUT = 1800.0
 
@@ -58,6 +67,7 @@ class ApiServerApp:
     def __init__(self, store: Store, bookmark_interval: float = 30.0) -> None:
         self.store = store
         self.bookmark_interval = bookmark_interval
+        self.watch_tasks: set[asyncio.Task[Any]] = set()
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
@@ -87,8 +97,13 @@ class ApiServerApp:
             )
             if r.status_subresource:
                 resources.append(
-                    {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
-                     "kind": r.kind, "verbs": ["get", "patch", "update"]}
+                    {
+                        "name": f"{r.plural}/status",
+                        "singularName": "",
+                        "namespaced": r.namespaced,
+                        "kind": r.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
                 )
         if not resources:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({group}/{version})")
@@ -101,8 +116,11 @@ class ApiServerApp:
         if parts in (["healthz"], ["readyz"], ["livez"]):
             return {"status": "ok"}
         if parts == ["api"]:
-            return {"kind": "APIVersions", "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+            }
         if parts == ["api", "v1"]:
             return self._resource_list("", "v1")
         if parts == ["apis"]:
@@ -177,8 +195,14 @@ class ApiServerApp:
                 for item in items:
                     meta = item["metadata"]
                     self.store.delete(rtype, meta.get("namespace"), meta["name"], propagation)
-                return _json({"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
-                              "metadata": {"resourceVersion": str(self.store.rv)}, "items": items})
+                return _json(
+                    {
+                        "kind": f"{rtype.kind}List",
+                        "apiVersion": rtype.api_version,
+                        "metadata": {"resourceVersion": str(self.store.rv)},
+                        "items": items,
+                    }
+                )
             raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported here")
         except ApiError as exc:
             return _error(exc)
@@ -195,8 +219,10 @@ class ApiServerApp:
     @staticmethod
     def _selectors(request: web.Request) -> tuple[Any, Any]:
         try:
-            return (parse_selector(request.query.get("labelSelector")),
-                    parse_selector(request.query.get("fieldSelector")))
+            return (
+                parse_selector(request.query.get("labelSelector")),
+                parse_selector(request.query.get("fieldSelector")),
+            )
         except SelectorError as exc:
             raise ApiError(400, "BadRequest", str(exc)) from exc
 
@@ -238,9 +264,23 @@ class ApiServerApp:
             for event in backlog:
                 watch.offer(event)
         if initial_end:
-            queue.put_nowait(("BOOKMARK", {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": {
-                "resourceVersion": str(self.store.rv), "annotations": {"k8s.io/initial-events-end": "true"}}}))
+            queue.put_nowait(
+                (
+                    "BOOKMARK",
+                    {
+                        "kind": rtype.kind,
+                        "apiVersion": rtype.api_version,
+                        "metadata": {
+                            "resourceVersion": str(self.store.rv),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                )
+            )
         self.store.watches.add(watch)
+        task = asyncio.current_task()
+        assert task is not None
+        self.watch_tasks.add(task)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         timeout = float(request.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
         bookmarks = request.query.get("allowWatchBookmarks") == "true"
@@ -257,13 +297,20 @@ class ApiServerApp:
                 except TimeoutError:
                     if not bookmarks or deadline - loop.time() <= 0:
                         continue
-                    type_, obj = "BOOKMARK", {"kind": rtype.kind, "apiVersion": rtype.api_version,
-                                              "metadata": {"resourceVersion": str(self.store.rv)}}
+                    type_, obj = (
+                        "BOOKMARK",
+                        {
+                            "kind": rtype.kind,
+                            "apiVersion": rtype.api_version,
+                            "metadata": {"resourceVersion": str(self.store.rv)},
+                        },
+                    )
                 await response.write((json.dumps({"type": type_, "object": obj}) + "\n").encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.store.watches.discard(watch)
+            self.watch_tasks.discard(task)
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
@@ -272,8 +319,21 @@ class ApiServerApp:
 class ApiServer:
     """The app on 127.0.0.1:<free port> in its own thread and loop; thread-safe helpers for tests."""
 
-    def __init__(self, resources: list[ResourceType] | None = None, bookmark_interval: float = 30.0) -> None:
-        self.store = Store(resources or DEFAULT_RESOURCES)
+    def __init__(
+        self,
+        resources: list[ResourceType] | None = None,
+        bookmark_interval: float = 30.0,
+        history: int = 100_000,
+        use_crd: bool = True,
+    ) -> None:
+        """``use_crd``: serve PeftJobs from the generated CRD (schema pruning + validation)."""
+        resources = list(resources or DEFAULT_RESOURCES)
+        schemas = {}
+        if use_crd and PEFTJOB_CRD.exists():
+            rtype, schema = load_crd(PEFTJOB_CRD)
+            resources = [r for r in resources if r.key != rtype.key] + [rtype]
+            schemas[rtype.key] = schema
+        self.store = Store(resources, history=history, schemas=schemas)
         self._app = ApiServerApp(self.store, bookmark_interval)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-apiserver", daemon=True)
@@ -295,8 +355,20 @@ class ApiServer:
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         return f"http://127.0.0.1:{port}"
 
+    def drop_watches(self) -> int:
+        """End every open watch stream, as an API server restart would; returns how many."""
+
+        async def drop() -> int:
+            tasks = list(self._app.watch_tasks)
+            for task in tasks:
+                task.cancel()
+            return len(tasks)
+
+        return int(self._call_async(drop()))
+
     def stop(self) -> None:
         if self._runner is not None:
+            self.drop_watches()
             with contextlib.suppress(Exception):
                 self._call_async(self._runner.cleanup(), timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -320,7 +392,9 @@ class ApiServer:
         return self._call_async(run())  # type: ignore[no-any-return]
 
     def rtype(self, plural: str, group: str | None = None) -> ResourceType:
-        matches = [r for r in self.store.resources.values() if r.plural == plural and (group is None or r.group == group)]
+        matches = [
+            r for r in self.store.resources.values() if r.plural == plural and (group is None or r.group == group)
+        ]
         if not matches:
             raise KeyError(plural)
         matches.sort(key=lambda r: r.group != "")  # core first
@@ -342,11 +416,19 @@ class ApiServer:
         return self.call(self.store.list, self.rtype(plural, group), namespace, parse_selector(labels))
 
     def patch_status(self, plural: str, namespace: str | None, name: str, status: Obj, group: str | None = None) -> Obj:
-        return self.call(self.store.patch, self.rtype(plural, group), namespace, name, {"status": status},
-                         "application/merge-patch+json", "status")
+        return self.call(
+            self.store.patch,
+            self.rtype(plural, group),
+            namespace,
+            name,
+            {"status": status},
+            "application/merge-patch+json",
+            "status",
+        )
 
-    def delete(self, plural: str, namespace: str | None, name: str, group: str | None = None,
-               propagation: str | None = None) -> Obj:
+    def delete(
+        self, plural: str, namespace: str | None, name: str, group: str | None = None, propagation: str | None = None
+    ) -> Obj:
         return self.call(self.store.delete, self.rtype(plural, group), namespace, name, propagation)
 
     def kubeconfig(self) -> Obj:

@@ -7,6 +7,7 @@ resourceVersion gets exactly the events after it (no replay, no loss).
 
 from __future__ import annotations
 
+import builtins
 import copy
 import datetime
 import itertools
@@ -18,6 +19,7 @@ from typing import Any
 
 from tests.harness.patching import PatchConflict, PatchInvalid, json_patch, merge_patch
 from tests.harness.resources import DEFAULT_RESOURCES, ResourceType, label_errors, name_errors, pod_errors
+from tests.harness.schema import prune, validation_errors
 from tests.harness.selectors import Requirement, fields_match, labels_match
 
 Obj = dict[str, Any]
@@ -58,7 +60,7 @@ class WatchEvent:
     old: Obj | None
 
 
-@dataclass
+@dataclass(eq=False)
 class Watch:
     rtype: tuple[str, str, str]
     namespace: str | None
@@ -100,12 +102,19 @@ def _essence(obj: Obj) -> Obj:
 
 
 class Store:
-    def __init__(self, resources: Iterable[ResourceType] = DEFAULT_RESOURCES, history: int = 100_000) -> None:
+    def __init__(
+        self,
+        resources: Iterable[ResourceType] = DEFAULT_RESOURCES,
+        history: int = 100_000,
+        schemas: dict[tuple[str, str, str], Obj] | None = None,
+    ) -> None:
         self.resources: dict[tuple[str, str, str], ResourceType] = {r.key: r for r in resources}
+        self.schemas = dict(schemas or {})
+        """openAPIV3Schema per custom resource: unknown fields are pruned, the rest validated."""
         self.objects: dict[ObjKey, Obj] = {}
         self.rv = 0
         self.history: deque[WatchEvent] = deque(maxlen=history)
-        self.watches: set[Watch] = set()  # type: ignore[misc]
+        self.watches: set[Watch] = set()
         self._uids = (str(uuid.UUID(int=i, version=4)) for i in itertools.count(1))
         self.requests: dict[str, int] = {}
 
@@ -132,7 +141,7 @@ class Store:
         namespace: str | None,
         labels: tuple[Requirement, ...] = (),
         fields: tuple[Requirement, ...] = (),
-    ) -> list[Obj]:
+    ) -> builtins.list[Obj]:
         items = []
         for (rkey, ns, _name), obj in sorted(self.objects.items(), key=lambda kv: kv[0]):
             if rkey != rtype.key or (namespace is not None and rtype.namespaced and ns != namespace):
@@ -149,7 +158,7 @@ class Store:
         for watch in list(self.watches):
             watch.offer(event)
 
-    def events_since(self, rv: int) -> list[WatchEvent]:
+    def events_since(self, rv: int) -> builtins.list[WatchEvent]:
         """Events after ``rv``; raises 410 Gone when the history no longer reaches back that far."""
         if self.history and rv < self.history[0].rv - 1:
             raise ApiError(410, "Expired", f"too old resource version: {rv} ({self.history[0].rv - 1})")
@@ -168,13 +177,21 @@ class Store:
             )
         meta = obj["metadata"]
         errors = name_errors(rtype.name_rule, meta.get("name", ""))
+        if (schema := self.schemas.get(rtype.key)) is not None:
+            for key in [k for k in obj if k not in ("apiVersion", "kind", "metadata")]:
+                pruned = prune(obj[key], schema.get("properties", {}).get(key, {"type": "object", "properties": {}}))
+                obj[key] = pruned
+            errors += validation_errors(obj, schema)
         errors += label_errors(meta.get("labels") or {})
         if rtype.kind == "Pod" and rtype.group == "":
             errors += pod_errors(obj)
         if errors:
             raise ApiError(
-                422, "Invalid", f'{rtype.kind} "{meta.get("name")}" is invalid: ' + "; ".join(errors),
-                kind=rtype.kind, name=meta.get("name", ""),
+                422,
+                "Invalid",
+                f'{rtype.kind} "{meta.get("name")}" is invalid: ' + "; ".join(errors),
+                kind=rtype.kind,
+                name=meta.get("name", ""),
             )
 
     def create(self, rtype: ResourceType, namespace: str | None, body: Obj) -> Obj:
@@ -197,8 +214,11 @@ class Store:
         key = self._key(rtype, namespace, meta["name"])
         if key in self.objects:
             raise ApiError(
-                409, "AlreadyExists", f'{rtype.plural} "{meta["name"]}" already exists',
-                kind=rtype.plural, name=meta["name"],
+                409,
+                "AlreadyExists",
+                f'{rtype.plural} "{meta["name"]}" already exists',
+                kind=rtype.plural,
+                name=meta["name"],
             )
         for server_field in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(server_field, None)
@@ -216,10 +236,12 @@ class Store:
     def _check_preconditions(self, rtype: ResourceType, current: Obj, new_rv: str | None) -> None:
         if new_rv not in (None, "") and new_rv != current["metadata"]["resourceVersion"]:
             raise ApiError(
-                409, "Conflict",
+                409,
+                "Conflict",
                 f'Operation cannot be fulfilled on {rtype.plural} "{current["metadata"]["name"]}": '
                 "the object has been modified; please apply your changes to the latest version and try again",
-                kind=rtype.plural, name=current["metadata"]["name"],
+                kind=rtype.plural,
+                name=current["metadata"]["name"],
             )
 
     def _commit(self, rtype: ResourceType, current: Obj, new: Obj, subresource: str | None) -> Obj:
@@ -362,7 +384,11 @@ class Store:
             refs = obj["metadata"].get("ownerReferences") or []
             if any(r.get("uid") == owner_uid for r in refs):
                 new = copy.deepcopy(obj)
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
+                remaining = [r for r in refs if r.get("uid") != owner_uid]
+                if remaining:
+                    new["metadata"]["ownerReferences"] = remaining
+                else:
+                    del new["metadata"]["ownerReferences"]
                 self._bump(new)
                 self.objects[key] = new
                 self._emit(self.resources[key[0]], "MODIFIED", new, obj)

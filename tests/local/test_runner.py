@@ -17,6 +17,7 @@ from kubepeft.contract import (
     ENV_NUM_NODES,
     ENV_PROCS_PER_NODE,
     ENV_PROGRESS_FILE,
+    ENV_WORKDIR,
     LauncherEnv,
 )
 from kubepeft.local.runner import NodeGroup, combined_exit_code, free_port, plan_nodes, trainer_command
@@ -44,10 +45,12 @@ def test_plan_nodes_gives_each_node_the_pod_launcher_env(tmp_path: Path) -> None
         assert env[ENV_NAMESPACE] == "team"
         assert env[ENV_ATTEMPT] == "4"
         assert env[ENV_PROGRESS_FILE] == str(plan.progress_file)
+        assert env[ENV_WORKDIR] == str(plan.workdir)
         # The trainer reads exactly what a pod gets.
         assert LauncherEnv.from_env(env) == LauncherEnv(rank, 2, 3, "127.0.0.1", 41234)
     assert plans[0].progress_file != plans[1].progress_file
     assert plans[0].log_file != plans[1].log_file
+    assert plans[0].workdir != plans[1].workdir
 
 
 def test_combined_exit_code() -> None:

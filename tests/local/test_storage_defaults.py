@@ -50,7 +50,10 @@ def test_an_endpoint_from_the_job_or_the_flag_wins(tmp_path: Path) -> None:
 
 
 def test_credentials_dirs_and_buckets(tmp_path: Path) -> None:
-    assert credentials_dirs(None) == {}
-    assert set(credentials_dirs(tmp_path).values()) == {str(tmp_path)}
+    assert credentials_dirs(_spec("s3://bucket/x"), None) == {}
+    # Like the operator's mounts: one entry per remote source, none for local paths.
+    assert credentials_dirs(_spec("s3://bucket/x"), tmp_path) == {"output": str(tmp_path)}
+    both = credentials_dirs(_spec("s3://bucket/x", model="s3://bucket/m"), tmp_path)
+    assert both == {"model": str(tmp_path), "output": str(tmp_path)}
     assert bucket_of("s3://kubepeft-demo/runs") == "kubepeft-demo"
     assert bucket_of("/local") is None

@@ -148,7 +148,7 @@ class FaultyProxy:
 
     @staticmethod
     def _forward_body(head: bytes, reader: _Reader, upstream: socket.socket) -> None:
-        headers = {}
+        headers: dict[str, str] = {}
         for line in head.decode("latin-1").split("\r\n")[1:]:
             name, sep, value = line.partition(":")
             if sep:
@@ -161,8 +161,8 @@ class FaultyProxy:
                 upstream.sendall(size_line)
                 size = int(size_line.split(b";")[0].strip(), 16)
                 if size == 0:  # trailer lines (checksums), then an empty line
-                    while (line := reader.until(b"\r\n")) not in (None, b"\r\n"):
-                        upstream.sendall(line)
+                    while (trailer := reader.until(b"\r\n")) not in (None, b"\r\n"):
+                        upstream.sendall(trailer or b"")
                     upstream.sendall(b"\r\n")
                     return
                 upstream.sendall(reader.exactly(size + 2))

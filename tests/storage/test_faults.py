@@ -26,8 +26,10 @@ def test_flaky_network_still_ends_with_a_complete_verified_set(
 ) -> None:
     sizes = {f"shard-{i}.bin": 3 * MB + i for i in range(3)} | {f"small-{i}.json": 2000 + i for i in range(12)}
     source = make_tree(tmp_path / "src", sizes)
-    # Short backoff cap: the test is about correctness under faults, not waiting politely.
-    tuning = TransferTuning(multipart_threshold=1 * MB, part_size=1 * MB, concurrency=4, max_attempts=12, read_timeout=10)
+    # A short read timeout: a cut that the client did not notice fails fast instead of after 60 s.
+    tuning = TransferTuning(
+        multipart_threshold=1 * MB, part_size=1 * MB, concurrency=4, max_attempts=12, read_timeout=10
+    )
     with FaultyProxy(s3_server.port or 0, fault_rate=0.1, seed=7) as proxy:
         store = open_s3_store(s3_server, f"s3://{s3_bucket}/flaky", endpoint=proxy.endpoint, tuning=tuning)
         store.upload_dir(source, "set", metadata={"kind": "adapter"})

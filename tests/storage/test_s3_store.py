@@ -23,9 +23,7 @@ def _count_calls(store: Store, operation: str) -> list[dict[str, Any]]:
     return seen
 
 
-def test_large_files_use_multipart_and_ranged_downloads(
-    s3_server: EmbeddedS3, s3_bucket: str, tmp_path: Path
-) -> None:
+def test_large_files_use_multipart_and_ranged_downloads(s3_server: EmbeddedS3, s3_bucket: str, tmp_path: Path) -> None:
     store = open_s3_store(
         s3_server,
         f"s3://{s3_bucket}/big",

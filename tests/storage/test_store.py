@@ -58,7 +58,7 @@ def test_prefix_without_manifest_is_incomplete_and_never_downloaded(any_store: S
     assert any_store.exists("partial/weights.bin")
     assert not any_store.is_complete("partial")
     assert any_store.read_manifest("partial") is None
-    with pytest.raises(IncompleteError, match="no manifest.json"):
+    with pytest.raises(IncompleteError, match=r"no manifest\.json"):
         any_store.download_dir("partial", tmp_path / "dst")
     with pytest.raises(IncompleteError):
         any_store.verify("partial")
@@ -100,11 +100,11 @@ def test_corrupted_object_fails_verification_naming_the_file(any_store: Store, t
     corrupted[500] ^= 0xFF
     any_store.put_bytes("set/model/bad.bin", bytes(corrupted))
 
-    with pytest.raises(IntegrityError, match="model/bad.bin: sha256") as caught:
+    with pytest.raises(IntegrityError, match=r"model/bad\.bin: sha256") as caught:
         any_store.download_dir("set", tmp_path / "dst")
     assert "good.bin" not in str(caught.value)
     assert not (tmp_path / "dst" / "model" / "bad.bin").exists()  # never lands under its real name
-    with pytest.raises(IntegrityError, match="model/bad.bin"):
+    with pytest.raises(IntegrityError, match=r"model/bad\.bin"):
         any_store.verify("set")
     # Without verification the bytes come through as stored (the caller asked for that).
     any_store.download_dir("set", tmp_path / "raw", verify=False)

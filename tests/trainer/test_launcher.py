@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from kubepeft.api.models import PeftJobSpec
-from kubepeft.contract import ENV_NODE_RANK, EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv
 from kubepeft_trainer.distributed import (
     build_deepspeed_config,
     build_launch_command,
     effective_precision,
 )
 from kubepeft_trainer.launcher import classify_exit
+
+from kubepeft.api.models import PeftJobSpec
+from kubepeft.contract import ENV_NODE_RANK, EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv
 
 
 def spec(**overrides: Any) -> PeftJobSpec:
@@ -48,6 +48,14 @@ def test_cpu_ddp_uses_multi_gpu_with_accelerate_use_cpu() -> None:
     assert arg(argv, "--mixed_precision") == "no"
     assert argv[-6:] == ["-m", "kubepeft_trainer.worker", "--config", "/c.json", "--workdir", "/w"]
     assert plan.env[ENV_NODE_RANK] == "1"
+
+
+def test_single_cpu_process_uses_cpu_flag() -> None:
+    plan = build_launch_command(spec(), LauncherEnv(0, 1, 1, "127.0.0.1"), config_path="c", workdir="w", cuda=False)
+    assert "--cpu" in plan.argv and "--multi_gpu" not in plan.argv
+    assert arg(plan.argv, "--num_processes") == "1"
+    plan = build_launch_command(spec(), LauncherEnv(0, 1, 1, "127.0.0.1"), config_path="c", workdir="w", cuda=True)
+    assert "--cpu" not in plan.argv and "--multi_gpu" not in plan.argv
 
 
 def test_gpu_ddp_has_no_cpu_flag_and_keeps_precision() -> None:
@@ -88,9 +96,7 @@ def test_deepspeed_config_zero3() -> None:
 
 
 def test_deepspeed_config_zero2_gpu_bf16() -> None:
-    s = spec(
-        training={"maxSteps": 1, "precision": "bf16", "maxGradNorm": 0}, distributed={"backend": "deepspeed"}
-    )
+    s = spec(training={"maxSteps": 1, "precision": "bf16", "maxGradNorm": 0}, distributed={"backend": "deepspeed"})
     config = build_deepspeed_config(s, 1, cuda=True)
     assert config["zero_optimization"]["stage"] == 2
     assert "stage3_param_persistence_threshold" not in config["zero_optimization"]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from kubepeft_trainer.evaluation import count_label_tokens, make_eval_batches, token_loss_sum
 from kubepeft_trainer.export import build_metrics
 from kubepeft_trainer.loss_curve import plot_loss_curve
@@ -65,8 +64,13 @@ def test_eval_batches_are_equal_in_number_on_every_rank() -> None:
 
 
 def test_metrics_and_loss_curve(tmp_path: Path) -> None:
-    result = {"eval_loss_before": 2.0, "eval_loss_after": 1.0, "loss_history": [(1, 3.0), (2, 2.0)],
-              "final_step": 2, "tokens_seen": 100}
+    result = {
+        "eval_loss_before": 2.0,
+        "eval_loss_after": 1.0,
+        "loss_history": [(1, 3.0), (2, 2.0)],
+        "final_step": 2,
+        "tokens_seen": 100,
+    }
     metrics = build_metrics(result)
     assert metrics["perplexity_after"] == pytest.approx(2.718281828)
     assert metrics["train_loss_first"] == 3.0 and metrics["train_loss_last10_mean"] == 2.5

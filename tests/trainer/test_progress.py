@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kubepeft.contract import REPORT_KEY, TrainerReport
 from kubepeft_trainer.progress import (
     ConfigMapSink,
     FileSink,
@@ -19,12 +18,20 @@ from kubepeft_trainer.progress import (
     termination_message,
 )
 
+from kubepeft.contract import REPORT_KEY, TrainerReport
+
 
 def test_progress_line() -> None:
     report = TrainerReport(state="Training")
     report.progress = report.progress.model_copy(
-        update={"step": 20, "total_steps": 60, "loss": 1.2345, "learning_rate": 2e-4, "tokens_per_second": 1234.4,
-                "eta_seconds": 70}
+        update={
+            "step": 20,
+            "total_steps": 60,
+            "loss": 1.2345,
+            "learning_rate": 2e-4,
+            "tokens_per_second": 1234.4,
+            "eta_seconds": 70,
+        }
     )
     assert progress_line(report) == "step 20/60 loss 1.2345 lr 2.0e-04 1234 tok/s eta 0:01:10"
 
@@ -46,8 +53,9 @@ def test_file_sink_appends_json_lines(tmp_path: Path) -> None:
 def test_configmap_payload_and_rate_limit() -> None:
     calls: list[tuple[str, str, dict[str, Any]]] = []
     now = [100.0]
-    sink = ConfigMapSink("job-progress", "ns", min_interval=5.0, patch=lambda n, ns, b: calls.append((n, ns, b)),
-                         clock=lambda: now[0])
+    sink = ConfigMapSink(
+        "job-progress", "ns", min_interval=5.0, patch=lambda n, ns, b: calls.append((n, ns, b)), clock=lambda: now[0]
+    )
     reporter = Reporter([sink], echo=None)
     reporter.publish(state="Training", progress={"step": 1})
     now[0] += 1
@@ -86,8 +94,11 @@ def test_termination_sink_only_final_and_bounded(tmp_path: Path) -> None:
 
 
 def test_sinks_from_env(tmp_path: Path) -> None:
-    env = {"KUBEPEFT_PROGRESS_FILE": str(tmp_path / "p.jsonl"), "KUBEPEFT_PROGRESS_CONFIGMAP": "cm",
-           "KUBEPEFT_NAMESPACE": "team"}
+    env = {
+        "KUBEPEFT_PROGRESS_FILE": str(tmp_path / "p.jsonl"),
+        "KUBEPEFT_PROGRESS_CONFIGMAP": "cm",
+        "KUBEPEFT_NAMESPACE": "team",
+    }
     sinks = sinks_from_env(env, termination_log=str(tmp_path / "absent"))
     assert [type(s).__name__ for s in sinks] == ["FileSink", "ConfigMapSink"]
     assert isinstance(sinks[1], ConfigMapSink) and sinks[1].namespace == "team"

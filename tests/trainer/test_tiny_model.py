@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from kubepeft_trainer.tiny_model import count, tiny_training_records, write_dataset
 
 torch.set_num_threads(1)
@@ -20,7 +19,11 @@ def _digest(folder: Path) -> dict[str, str]:
 def _greedy(model, tokenizer, prompt: str) -> str:
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     out = model.generate(
-        ids, max_new_tokens=30, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+        ids,
+        max_new_tokens=30,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     return tokenizer.decode(out[0, ids.shape[1] :])
 
@@ -87,7 +90,9 @@ def test_write_dataset_formats(tmp_path: Path, fmt: str) -> None:
 def test_cli_builds_model_and_dataset(tmp_path: Path) -> None:
     from kubepeft.cli import main
 
-    assert main(["tiny-model", str(tmp_path / "m"), "--pretrain-steps", "2", "--dataset", str(tmp_path / "d.jsonl")]) == 0
+    assert (
+        main(["tiny-model", str(tmp_path / "m"), "--pretrain-steps", "2", "--dataset", str(tmp_path / "d.jsonl")]) == 0
+    )
     assert (tmp_path / "m" / "model.safetensors").is_file()
     assert (tmp_path / "m" / "tokenizer.json").is_file()
     assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 256

@@ -95,7 +95,10 @@ def overlay_node_parts(downloaded: Path, target: Path) -> Path:
             if dest.exists():
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, dest) if _same_device(path, dest.parent) else shutil.copy2(path, dest)
+            if _same_device(path, dest.parent):
+                os.link(path, dest)
+            else:
+                shutil.copy2(path, dest)
     return target
 
 
@@ -157,12 +160,12 @@ class CheckpointManager:
         if self.uploader is not None:
             uri = join(self.checkpoints_uri, name)
             metadata = {"kind": "checkpoint-part", "step": state.step, "node_rank": self.node_rank}
-            self.uploader.submit(
-                local,
-                join(uri, node_part_name(self.node_rank)),
-                metadata,
-                on_complete=lambda _m, step=state.step, local=local: self._part_uploaded(step, local),
-            )
+            step = state.step
+
+            def committed(_manifest: Manifest) -> None:
+                self._part_uploaded(step, local)
+
+            self.uploader.submit(local, join(uri, node_part_name(self.node_rank)), metadata, on_complete=committed)
 
     def _part_uploaded(self, step: int, local: Path) -> None:
         """Runs on the uploader thread after this node's part (with its own manifest) is stored."""

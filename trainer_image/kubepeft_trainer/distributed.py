@@ -8,7 +8,8 @@ without starting anything; the launcher only writes the JSON and runs the argv.
 Measured traps these functions encode (see the environment guide):
 
 * ``accelerate launch --cpu --num_processes 2`` starts ONE process. Without CUDA we launch with
-  ``--multi_gpu`` plus ``ACCELERATE_USE_CPU=1``, which gives a real gloo process group.
+  ``--multi_gpu`` plus ``ACCELERATE_USE_CPU=1``, which gives a real gloo process group (and
+  ``--cpu`` only for a world of one, where accelerate refuses ``--multi_gpu``).
 * DeepSpeed on CPU needs the gloo backend passed explicitly (the worker does that), and must NOT
   get ``ACCELERATE_USE_CPU`` (accelerate would then skip DeepSpeed's own init).
 * An accelerate config that names a DeepSpeed file must not carry ``mixed_precision``: the
@@ -151,11 +152,15 @@ def build_launch_command(
         if launcher_env.num_nodes > 1:
             argv += ["--deepspeed_multinode_launcher", "standard"]
     else:
-        argv += ["--multi_gpu"]
+        if launcher_env.world_size > 1:
+            argv += ["--multi_gpu"]
+            if not cuda:
+                env["ACCELERATE_USE_CPU"] = "1"
+        elif not cuda:
+            # One process: accelerate refuses --multi_gpu, and --cpu is exactly right for one.
+            argv += ["--cpu"]
         precision = effective_precision(training.precision, cuda=cuda, deepspeed=False)
         argv += ["--mixed_precision", accelerate_mixed_precision(precision)]
-        if not cuda:
-            env["ACCELERATE_USE_CPU"] = "1"
     argv += ["-m", WORKER_MODULE, "--config", config_path, "--workdir", workdir]
     env.update(launcher_env.to_env())
     return LaunchPlan(argv=argv, env=env)

@@ -47,16 +47,14 @@ def no_cpu_weight_repacking(model: torch.nn.Module) -> Iterator[None]:
     On CPUs with AVX512-BF16 an eval-mode no-grad forward through a Linear4bit layer converts
     its weights to a packed CPU format; gradients computed afterwards are silently wrong.
     """
-    touched = []
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
-            touched.append(module)
+    touched = [m for m in model.modules() if getattr(m, "support_avx512bf16_for_cpu", False)]
+    for module in touched:
+        setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010 -- a bitsandbytes attribute
     try:
         yield
     finally:
         for module in touched:
-            module.support_avx512bf16_for_cpu = True
+            setattr(module, "support_avx512bf16_for_cpu", True)  # noqa: B010
 
 
 def evaluate(

@@ -176,4 +176,3 @@ def launch(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: 
         log.exception("node %d failed", env.node_rank)
         reporter.publish(state="Failed", failure_class="permanent" if permanent else "retryable", message=str(exc))
         return EXIT_PERMANENT if permanent else EXIT_RETRYABLE
-

@@ -149,7 +149,9 @@ def _pretraining_sequences(tokenizer: Any, rng: random.Random, n: int) -> list[l
             ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
             sequences.append(list(ids))
         else:
-            sequences.append(tokenizer(prompt + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+            sequences.append(
+                tokenizer(prompt + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            )
     return sequences
 
 

@@ -101,8 +101,8 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     from kubepeft_trainer.errors import PermanentTrainerError
     from kubepeft_trainer.evaluation import evaluate, make_eval_batches
     from kubepeft_trainer.inputs import load_training_inputs
-    from kubepeft_trainer.output_store import open_output_store
     from kubepeft_trainer.loop import LoopSettings, StepTimer, all_reduce_sum, train
+    from kubepeft_trainer.output_store import open_output_store
     from kubepeft_trainer.progress import Reporter
     from kubepeft_trainer.sampling import DataPlan
 
@@ -114,7 +114,9 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     deepspeed = spec.distributed.backend == "deepspeed"
     timeout = timedelta(minutes=int(os.environ.get(ENV_DIST_TIMEOUT_MIN, "30")))
     # gloo on CPU: DeepSpeed and accelerate otherwise disagree on the world size (environment guide).
-    init_kwargs = InitProcessGroupKwargs(backend=None if cuda else "gloo", timeout=timeout)
+    # (Only for a launched group: a lone process has no process group to configure.)
+    launched = os.environ.get("LOCAL_RANK") is not None
+    init_kwargs = InitProcessGroupKwargs(backend="gloo" if launched and not cuda else None, timeout=timeout)
     accelerator = Accelerator(
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,
@@ -133,7 +135,9 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
 
     store = open_output_store(config)
     with accelerator.local_main_process_first():
-        inputs = load_training_inputs(config, workdir / "inputs", download=accelerator.is_local_main_process)
+        # bitsandbytes weights are placed at load time (accelerate cannot move them afterwards).
+        device_map = {"": accelerator.local_process_index} if cuda and spec.method == "qlora" else None
+        inputs = load_training_inputs(config, workdir / "inputs", device_map=device_map)
     model = inputs.model
     if training.gradient_checkpointing and not getattr(model, "is_gradient_checkpointing", False):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -156,6 +160,11 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     zero3 = deepspeed and spec.distributed.zero_stage == 3
+    if zero3 and main:
+        # ds_tensor is this rank's shard: smaller than the full tensor when really partitioned.
+        params = [p for p in model.parameters() if hasattr(p, "ds_numel")]
+        split = sum(1 for p in params if p.ds_tensor.numel() < p.ds_numel)
+        log.info("ZeRO-3 partitioned %d of %d parameters across %d ranks", split, len(params), world)
 
     checkpoints = CheckpointManager(
         accelerator,

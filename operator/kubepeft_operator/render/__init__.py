@@ -3,7 +3,6 @@
 from typing import Any
 
 from kubepeft.api.models import PeftJobSpec
-
 from kubepeft_operator.render.common import JobIdentity, owner_reference
 from kubepeft_operator.render.config import (
     CredentialMount,

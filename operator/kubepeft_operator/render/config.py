@@ -90,7 +90,9 @@ def trainer_config(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettin
         endpoint_override=endpoint,
     )
     if not spec.output.endpoint and settings.default_s3_region:
-        config = config.model_copy(update={"output": config.output.model_copy(update={"region": settings.default_s3_region})})
+        config = config.model_copy(
+            update={"output": config.output.model_copy(update={"region": settings.default_s3_region})}
+        )
     return config
 
 

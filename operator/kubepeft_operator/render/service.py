@@ -20,7 +20,12 @@ def render_service(job: JobIdentity) -> dict[str, Any]:
             # Ranks resolve rank 0 before it is Ready (there is no readiness probe to pass).
             "publishNotReadyAddresses": True,
             "ports": [
-                {"name": "rendezvous", "port": DEFAULT_MASTER_PORT, "targetPort": DEFAULT_MASTER_PORT, "protocol": "TCP"}
+                {
+                    "name": "rendezvous",
+                    "port": DEFAULT_MASTER_PORT,
+                    "targetPort": DEFAULT_MASTER_PORT,
+                    "protocol": "TCP",
+                }
             ],
         },
     }

@@ -58,7 +58,9 @@ def _tolerations(spec: PeftJobSpec, settings: OperatorSettings) -> list[dict[str
     return merged
 
 
-def _env(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings, attempt: int, rank: int) -> list[dict[str, Any]]:
+def _env(
+    job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings, attempt: int, rank: int
+) -> list[dict[str, Any]]:
     launcher = LauncherEnv(
         node_rank=rank,
         num_nodes=spec.resources.nodes,
@@ -90,8 +92,10 @@ def _env(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings, attemp
 def _volumes(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings) -> tuple[list[Any], list[Any]]:
     scratch: dict[str, Any] = {"sizeLimit": spec.resources.scratch} if spec.resources.scratch else {}
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": naming.config_map_name(job.name),
-                                         "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}},
+        {
+            "name": "config",
+            "configMap": {"name": naming.config_map_name(job.name), "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+        },
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
         {"name": "scratch", "emptyDir": scratch},
@@ -177,5 +181,7 @@ def render_worker_pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
-def render_workers(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings, attempt: int) -> list[dict[str, Any]]:
+def render_workers(
+    job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings, attempt: int
+) -> list[dict[str, Any]]:
     return [render_worker_pod(job, spec, settings, attempt, rank) for rank in range(spec.resources.nodes)]

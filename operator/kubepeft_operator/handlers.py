@@ -1,0 +1,108 @@
+"""Thin kopf handlers: they only map an event to the PeftJob it concerns and trigger a reconcile.
+
+Built into a registry by :func:`build_registry` (not module-level decorators), so tests can run
+several operators, one after another, in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+import kubernetes.client
+
+from kubepeft.api.models import GROUP, KIND, PLURAL, VERSION
+from kubepeft_operator import naming
+from kubepeft_operator.reconciler import Reconciler
+from kubepeft_operator.settings import OperatorSettings
+
+PROGRESS_COMPONENT = "progress"
+
+
+def owner_job(body: kopf.Body | dict[str, Any]) -> str | None:
+    """The PeftJob that controls a child, from its ownerReferences (labels may be shortened)."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/") and ref.get("controller"):
+            return str(ref.get("name"))
+    return None
+
+
+def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same client configuration the reconciler uses."""
+    auth = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+    scheme, token = auth.split(" ", 1) if auth and " " in auth else ("Bearer", auth)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme if token else None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        username=configuration.username or None,
+        password=configuration.password or None,
+    )
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> kopf.OperatorSettings:
+    # kopf's own bookkeeping goes to annotations, so .status keeps only our typed fields.
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    kopf_settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
+    kopf_settings.posting.level = logging.INFO
+    # Watch only our children server-side, not every pod and ConfigMap of the cluster.
+    kopf_settings.watching.label_selectors["pods"] = naming.LABEL_JOB_NAME
+    kopf_settings.watching.label_selectors["configmaps"] = naming.LABEL_JOB_NAME
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.watching.client_timeout = 330
+    if settings.max_workers > 0:
+        kopf_settings.batching.worker_limit = settings.max_workers
+    if settings.peering:
+        kopf_settings.peering.name = settings.peering
+        kopf_settings.peering.standalone = False
+        kopf_settings.peering.mandatory = True
+    else:
+        kopf_settings.peering.standalone = True
+    return kopf_settings
+
+
+def build_registry(configuration: kubernetes.client.Configuration, settings: OperatorSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(configuration)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler = memo["reconciler"]
+        key = (body.metadata.namespace or "", body.metadata.name or "")
+        if type == "DELETED":
+            reconciler.forget(key)
+            return
+        if reconciler.is_own_write(key, body.metadata.get("resourceVersion")):
+            return
+        await reconciler.trigger(*key)
+
+    @kopf.on.event("", "v1", "pods", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
+    async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if job := owner_job(body):
+            await memo["reconciler"].trigger(body.metadata.namespace, job)
+
+    @kopf.on.event(
+        "",
+        "v1",
+        "configmaps",
+        labels={naming.LABEL_JOB_NAME: kopf.PRESENT, naming.LABEL_COMPONENT: PROGRESS_COMPONENT},
+        registry=registry,
+    )
+    async def progress_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if type != "DELETED" and (job := owner_job(body)):
+            await memo["reconciler"].trigger(body.metadata.namespace, job)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.resync_seconds, registry=registry)
+    async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await memo["reconciler"].trigger(body.metadata.namespace, body.metadata.name)
+
+    return registry

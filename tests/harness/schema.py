@@ -1,0 +1,65 @@
+"""CRD schemas in the test API server: structural pruning and OpenAPI validation, as the API server does.
+
+Pruning drops fields the schema does not declare (unless ``x-kubernetes-preserve-unknown-fields``);
+validation checks types, enums, patterns, bounds and ``required`` with jsonschema. CEL rules are
+not evaluated here (``kubepeft validate`` and the API tests cover them).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from tests.harness.resources import ResourceType
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PEFTJOB_CRD = REPO_ROOT / "crds" / "kubepeft.dev_peftjobs.yaml"
+
+
+def prune(value: Any, schema: dict[str, Any]) -> Any:
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return value
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props is None and isinstance(extra, dict):
+            return {k: prune(v, extra) for k, v in value.items()}
+        if props is None:
+            return value if extra else {}
+        return {k: prune(v, props[k]) for k, v in value.items() if k in props}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [prune(v, schema["items"]) for v in value]
+    return value
+
+
+def validation_errors(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    top = {**schema, "properties": {k: v for k, v in schema.get("properties", {}).items()
+                                    if k not in ("apiVersion", "kind", "metadata")}}
+    validator = jsonschema.Draft7Validator(top)
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+            for e in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))][:5]
+
+
+@functools.lru_cache(maxsize=4)
+def load_crd(path: Path = PEFTJOB_CRD) -> tuple[ResourceType, dict[str, Any]]:
+    """The resource type and schema of a CRD file (cached: treat the schema as read-only)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
+    names = crd["spec"]["names"]
+    version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+    rtype = ResourceType(
+        crd["spec"]["group"],
+        version["name"],
+        names["plural"],
+        names["kind"],
+        namespaced=crd["spec"]["scope"] == "Namespaced",
+        status_subresource="status" in (version.get("subresources") or {}),
+        short_names=tuple(names.get("shortNames", ())),
+        categories=tuple(names.get("categories", ())),
+    )
+    return rtype, version["schema"]["openAPIV3Schema"]

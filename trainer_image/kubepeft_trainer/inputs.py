@@ -1,0 +1,76 @@
+"""Glue between the loop and the input stages: fetch the model, data and adapters a job names, and
+build the trainable model and the tokenized splits (the stages themselves live in
+``model_loading``, ``data``, ``methods`` and ``sources``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from kubepeft.contract import TrainerConfig
+
+
+@dataclass
+class TrainingInputs:
+    model: Any  # the PeftModel, trainable parameters set
+    tokenizer: Any
+    train: Sequence[Any]
+    validation: Sequence[Any]
+    collate: Callable[[list[Any]], dict[str, Any]]
+
+
+def _access(config: TrainerConfig, source: str) -> dict[str, Any]:
+    """Credentials and endpoint for an input: its own credential folder, the output's endpoint."""
+    return {
+        "credentials_dir": config.credentials_dirs.get(source) or config.credentials_dirs.get("output"),
+        "endpoint": config.output.endpoint,
+        "region": config.output.region,
+        "force_path_style": config.output.force_path_style,
+    }
+
+
+def fetch_base_model(config: TrainerConfig, workdir: Path) -> Path:
+    from kubepeft_trainer.model_loading import fetch_model
+
+    return fetch_model(config.spec.model, workdir, **_access(config, "model"))
+
+
+def fetch_adapters(config: TrainerConfig, workdir: Path) -> list[Path]:
+    from kubepeft_trainer.adapters import fetch_adapter
+
+    if config.spec.adapters is None:
+        return []
+    return [
+        fetch_adapter(source, workdir / f"adapter-{i}", **_access(config, "adapters"))
+        for i, source in enumerate(config.spec.adapters.sources)
+    ]
+
+
+def fetch_merge_inputs(config: TrainerConfig, workdir: Path) -> tuple[Path, list[Path]]:
+    return fetch_base_model(config, workdir), fetch_adapters(config, workdir)
+
+
+def load_training_inputs(config: TrainerConfig, workdir: Path, *, device_map: Any = None) -> TrainingInputs:
+    """Fetch (cached in ``workdir``) and build everything a rank trains on."""
+    from kubepeft_trainer.data import build_datasets, collate, fetch_dataset, load_records
+    from kubepeft_trainer.methods.base import get_method
+    from kubepeft_trainer.model_loading import load_base_model, load_tokenizer
+
+    spec = config.spec
+    assert spec.dataset is not None
+    model_dir = fetch_base_model(config, workdir)
+    adapters = fetch_adapters(config, workdir)
+    data_path = fetch_dataset(spec.dataset, workdir, **_access(config, "dataset"))
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=spec.model.trust_remote_code)
+    records = load_records(spec.dataset, data_path)
+    assert spec.training is not None
+    train, validation = build_datasets(spec.dataset, spec.training, tokenizer, records, seed=spec.training.seed)
+    base = load_base_model(model_dir, spec, device_map=device_map)
+    model = get_method(spec).apply(base, tokenizer, spec, adapter_path=adapters[0] if adapters else None)
+    return TrainingInputs(
+        model, tokenizer, train, validation or [], partial(collate, pad_token_id=tokenizer.pad_token_id)
+    )

@@ -1,0 +1,115 @@
+"""Fetch the base model (S3 prefix, hub, or a mounted folder) and load it with its tokenizer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubepeft.api.models import ModelSpec, PeftJobSpec, QuantizationSpec
+from kubepeft_trainer.errors import PermanentTrainerError
+from kubepeft_trainer.sources import (
+    StorageAccess,
+    download_s3_prefix,
+    local_path,
+    parse_hf_uri,
+    read_hf_token,
+    snapshot_from_hub,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def fetch_model(
+    model: ModelSpec,
+    workdir: Path,
+    *,
+    credentials_dir: str | None,
+    endpoint: str | None,
+    region: str,
+    force_path_style: bool = True,
+) -> Path:
+    """A local folder holding the base model: downloaded and verified (s3), snapshotted (hub) or as is (path)."""
+    uri = model.uri
+    if uri.startswith("s3://"):
+        access = StorageAccess(credentials_dir, endpoint, region, force_path_style)
+        return download_s3_prefix(uri, Path(workdir) / "model", access, what="model")
+    if uri.startswith("hf://"):
+        ref = parse_hf_uri(uri, model.revision)
+        return snapshot_from_hub(ref, Path(workdir), repo_type="model", token=read_hf_token(credentials_dir))
+    return local_path(uri, what="model", want_dir=True)
+
+
+def load_tokenizer(path: Path, *, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, right-padded for training, with a pad token (EOS or UNK when it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise PermanentTrainerError(f"model {path}: cannot load a tokenizer: {exc}") from None
+    if tokenizer.pad_token is None:
+        # Padding positions are masked by attention_mask and labels, never by token identity, so
+        # reusing EOS (or UNK) as the pad token is safe and avoids resizing the embeddings.
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise PermanentTrainerError(f"model {path}: the tokenizer has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def base_dtype(spec: PeftJobSpec) -> torch.dtype:
+    """The dtype to load the (non-quantized) base weights in: ``model.dtype``, or the training precision for auto."""
+    import torch
+
+    name: str = spec.model.dtype
+    if name == "auto":
+        precision = spec.training.precision if spec.training else "fp32"
+        name = PRECISION_DTYPES[precision]
+    return getattr(torch, name)  # type: ignore[no-any-return]
+
+
+def quantization_config(quant: QuantizationSpec) -> BitsAndBytesConfig:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
+    )
+
+
+def load_base_model(path: Path, spec: PeftJobSpec, *, device_map: Any = None) -> PreTrainedModel:
+    """The base causal LM for training: quantized by bitsandbytes for qlora, else in :func:`base_dtype`."""
+
+    kwargs: dict[str, Any] = {"dtype": base_dtype(spec), "trust_remote_code": spec.model.trust_remote_code}
+    if spec.method == "qlora":
+        if spec.quantization is None:
+            raise PermanentTrainerError("spec.quantization: required for method qlora")
+        kwargs["quantization_config"] = quantization_config(spec.quantization)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return load_causal_lm(path, **kwargs)
+
+
+def load_causal_lm(path: Path, **kwargs: Any) -> PreTrainedModel:
+    """``AutoModelForCausalLM.from_pretrained`` with a not-a-model folder turned into a permanent error."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise PermanentTrainerError(f"model {path}: cannot load a causal language model: {exc}") from None
+    log.info("loaded %s from %s (%s)", type(model).__name__, path, kwargs.get("dtype"))
+    return model  # type: ignore[no-any-return]
