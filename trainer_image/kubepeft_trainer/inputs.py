@@ -40,10 +40,10 @@ def fetch_base_model(config: TrainerConfig, workdir: Path) -> Path:
 
 
 def fetch_adapters(config: TrainerConfig, workdir: Path) -> list[Path]:
-    from kubepeft_trainer.adapters import fetch_adapter
-
     if config.spec.adapters is None:
         return []
+    from kubepeft_trainer.adapters import fetch_adapter
+
     return [
         fetch_adapter(source, workdir / f"adapter-{i}", **_access(config, "adapters"))
         for i, source in enumerate(config.spec.adapters.sources)

@@ -1,0 +1,187 @@
+"""The pure lifecycle decision, one transition per test."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from kubepeft.api.models import PeftJobStatus
+from kubepeft.contract import ReportArtifacts, ReportProgress, TrainerReport
+from kubepeft_operator.lifecycle import (
+    CreatePods,
+    DeleteJob,
+    DeletePods,
+    JobView,
+    Observed,
+    PodView,
+    Preflight,
+    decide,
+)
+from kubepeft_operator.status import get_condition, rfc3339, spec_from_wire
+from tests.operator.support import NS, T0, UID, spec, spec_dict
+
+OK = Preflight()
+
+
+def job(status: dict[str, Any] | None = None, failed: frozenset[int] = frozenset(), **changes: Any) -> JobView:
+    parsed, error = spec_from_wire(spec_dict(**changes))
+    return JobView("tune", NS, UID, 1, parsed, error, PeftJobStatus.model_validate(status or {}), failed)
+
+
+def pods(attempt: int, *phases: str, exit_codes: dict[int, int] | None = None, message: str = "") -> tuple[PodView, ...]:
+    codes = exit_codes or {}
+    return tuple(
+        PodView(f"tune-a{attempt}-{rank}", attempt, rank, phase, codes.get(rank), message=message)
+        for rank, phase in enumerate(phases)
+    )
+
+
+def running(attempt: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"phase": "Running", "attempts": attempt, "startTime": rfc3339(T0), **extra}
+
+
+def test_new_job_asks_for_preflight_then_creates_attempt_one() -> None:
+    first = decide(job(), Observed(), T0)
+    assert first.needs_preflight and not first.actions
+    d = decide(job(), Observed(preflight=OK), T0)
+    assert d.actions == [CreatePods(1, (0, 1))]
+    assert d.status.phase == "Created" and d.status.attempts == 1 and d.status.start_time == rfc3339(T0)
+    assert get_condition(d.status.conditions, "Created").status == "True"  # type: ignore[union-attr]
+    assert [e.reason for e in d.events] == ["Created"] and d.status.observed_generation == 1
+
+
+def test_missing_secret_fails_without_creating_anything() -> None:
+    d = decide(job(), Observed(preflight=Preflight("SecretNotFound", 'Secret "s3-creds" not found')), T0)
+    assert d.status.phase == "Failed" and not [a for a in d.actions if isinstance(a, CreatePods)]
+    failed = get_condition(d.status.conditions, "Failed")
+    assert failed is not None and failed.reason == "SecretNotFound" and "s3-creds" in failed.message
+
+
+def test_invalid_spec_fails_with_the_field_path() -> None:
+    d = decide(job(training={"maxSteps": 0}), Observed(), T0)
+    assert d.status.phase == "Failed"
+    failed = get_condition(d.status.conditions, "Failed")
+    assert failed is not None and failed.reason == "InvalidSpec" and "spec.training.maxSteps" in failed.message
+
+
+def test_all_workers_running_is_running_and_progress_comes_from_the_report() -> None:
+    report = TrainerReport(state="Training", attempt=1, progress=ReportProgress(step=5, total_steps=20, loss=1.5),
+                           time="2026-01-01T12:00:05Z")
+    status = {"phase": "Created", "attempts": 1, "startTime": rfc3339(T0)}
+    d = decide(job(status), Observed(pods(1, "Running", "Running"), report), T0)
+    assert d.status.phase == "Running" and not d.actions
+    assert d.status.progress is not None and d.status.progress.step == 5 and d.status.progress.loss == 1.5
+    assert d.status.progress.display == "5/20" and d.status.progress.last_update_time == "2026-01-01T12:00:05Z"
+    half = decide(job(status), Observed(pods(1, "Running", "Pending")), T0)
+    assert half.status.phase == "Created" and "1/2 running" in (half.status.message or "")
+
+
+def test_success_records_artifacts_and_completion() -> None:
+    report = TrainerReport(state="Succeeded", attempt=1, artifacts=ReportArtifacts(adapter="s3://runs/a", manifest="s3://runs/m"))
+    d = decide(job(running()), Observed(pods(1, "Succeeded", "Succeeded", exit_codes={0: 0, 1: 0}), report), T0)
+    assert d.status.phase == "Succeeded" and d.status.completion_time == rfc3339(T0)
+    assert d.status.artifacts is not None and d.status.artifacts.manifest == "s3://runs/m"
+    assert get_condition(d.status.conditions, "Succeeded").status == "True"  # type: ignore[union-attr]
+
+
+def test_one_worker_failing_restarts_the_whole_gang() -> None:
+    observed = Observed(pods(1, "Failed", "Running", exit_codes={0: 1}, message="NCCL timeout"), preflight=OK)
+    d = decide(job(running()), observed, T0)
+    assert d.actions == [DeletePods(("tune-a1-0", "tune-a1-1"), "attempt 1 failed"), CreatePods(2, (0, 1))]
+    assert d.status.phase == "Restarting" and d.status.attempts == 2 and d.failed_attempts == {1}
+    assert d.restarted and "NCCL timeout" in (d.status.message or "")
+    restarting = get_condition(d.status.conditions, "Restarting")
+    assert restarting is not None and restarting.status == "True"
+
+
+def test_backoff_limit_exhausted_fails() -> None:
+    runtime = {"backoffLimit": 1}
+    observed = Observed(pods(2, "Failed", "Running", exit_codes={0: 137}), preflight=OK)
+    d = decide(job(running(2), failed=frozenset({1}), runPolicy=runtime), observed, T0)
+    assert d.status.phase == "Failed" and d.failed_attempts == {1, 2}
+    assert d.actions == [DeletePods(("tune-a2-1",), "the job failed")]
+    assert get_condition(d.status.conditions, "Failed").reason == "BackoffLimitExceeded"  # type: ignore[union-attr]
+
+
+def test_exit_code_3_is_permanent_and_carries_the_trainer_message() -> None:
+    report = TrainerReport(state="Failed", attempt=1, failure_class="permanent", message="train.jsonl:12: missing 'text'")
+    observed = Observed(pods(1, "Failed", "Running", exit_codes={0: 3}), report, preflight=OK)
+    d = decide(job(running()), observed, T0)
+    assert d.status.phase == "Failed" and d.status.attempts == 1 and not d.failed_attempts
+    failed = get_condition(d.status.conditions, "Failed")
+    assert failed is not None and failed.reason == "PermanentFailure"
+    assert "train.jsonl:12: missing 'text'" in failed.message and "train.jsonl:12" in (d.status.message or "")
+    # A permanent failure class in the report counts even with another exit code.
+    also = decide(job(running()), Observed(pods(1, "Failed", "Running", exit_codes={0: 1}), report, OK), T0)
+    assert also.status.phase == "Failed"
+
+
+def test_a_worker_that_vanishes_while_running_fails_the_attempt_but_unborn_ones_are_created() -> None:
+    d = decide(job(running()), Observed(pods(1, "Running"), preflight=OK), T0)
+    assert d.status.attempts == 2 and "disappeared" in (d.status.message or "")
+    created = {"phase": "Created", "attempts": 1, "startTime": rfc3339(T0)}
+    d2 = decide(job(created), Observed(pods(1, "Pending")), T0)
+    assert d2.actions == [CreatePods(1, (1,))] and d2.status.attempts == 1
+
+
+def test_deadline_fails_and_deletes_workers() -> None:
+    later = T0 + datetime.timedelta(seconds=61)
+    d = decide(job(running(), runPolicy={"activeDeadlineSeconds": 60}), Observed(pods(1, "Running", "Running")), later)
+    assert d.status.phase == "Failed" and d.actions == [DeletePods(("tune-a1-0", "tune-a1-1"), "the job failed")]
+    assert get_condition(d.status.conditions, "Failed").reason == "DeadlineExceeded"  # type: ignore[union-attr]
+    early = decide(job(running(), runPolicy={"activeDeadlineSeconds": 60}), Observed(pods(1, "Running", "Running")), T0)
+    assert early.requeue_after == 60
+
+
+def test_suspend_and_resume() -> None:
+    d = decide(job(running(), runPolicy={"suspend": True}), Observed(pods(1, "Running", "Running")), T0)
+    assert d.status.phase == "Suspended" and d.actions == [DeletePods(("tune-a1-0", "tune-a1-1"), "the job is suspended")]
+    suspended = d.status.to_wire()
+    resumed = decide(job(suspended), Observed(preflight=OK), T0 + datetime.timedelta(seconds=30))
+    assert resumed.actions == [CreatePods(2, (0, 1))] and resumed.status.attempts == 2
+    assert not resumed.failed_attempts  # a resume does not count against backoffLimit
+    assert resumed.status.start_time == rfc3339(T0 + datetime.timedelta(seconds=30))  # the deadline clock restarts
+    assert get_condition(resumed.status.conditions, "Suspended").reason == "Resumed"  # type: ignore[union-attr]
+
+
+def test_finished_jobs_stay_finished_and_ttl_deletes_them() -> None:
+    done = {"phase": "Succeeded", "attempts": 1, "completionTime": rfc3339(T0)}
+    d = decide(job(done, runPolicy={"ttlSecondsAfterFinished": 10}), Observed(), T0 + datetime.timedelta(seconds=4))
+    assert d.status.phase == "Succeeded" and not d.actions and d.requeue_after == 6
+    gone = decide(job(done, runPolicy={"ttlSecondsAfterFinished": 10}), Observed(), T0 + datetime.timedelta(seconds=10))
+    assert gone.actions == [DeleteJob("ttlSecondsAfterFinished=10 elapsed")]
+    failed = {"phase": "Failed", "attempts": 1, "completionTime": rfc3339(T0)}
+    still = decide(job(failed), Observed(), T0)  # children gone: nothing is re-created
+    assert still.status.phase == "Failed" and not still.actions
+
+
+def test_stale_attempt_pods_are_cleaned_up_and_gated_pods_wait() -> None:
+    status = {"phase": "Restarting", "attempts": 2, "startTime": rfc3339(T0)}
+    gated = tuple(PodView(f"tune-a2-{r}", 2, r, "Pending", gated=True) for r in range(2))
+    d = decide(job(status), Observed((*pods(1, "Failed"), *gated)), T0)
+    assert d.actions == [DeletePods(("tune-a1-0",), "pods of an earlier attempt")]
+    assert d.status.phase == "Restarting" and "2 gated" in (d.status.message or "")
+
+
+def test_conditions_keep_transition_time_unless_status_changes() -> None:
+    status = {"phase": "Created", "attempts": 1, "startTime": rfc3339(T0)}
+    first = decide(job(status), Observed(pods(1, "Running", "Running")), T0)
+    later = T0 + datetime.timedelta(minutes=5)
+    again = decide(job(first.status.to_wire()), Observed(pods(1, "Running", "Running")), later)
+    before = get_condition(first.status.conditions, "Running")
+    after = get_condition(again.status.conditions, "Running")
+    assert before is not None and after is not None and before.last_transition_time == after.last_transition_time
+    assert not again.events  # no transition, no event
+
+
+def test_pod_view_reads_exit_codes_and_messages() -> None:
+    body = {
+        "metadata": {"name": "tune-a1-0", "labels": {"kubepeft.dev/attempt": "1", "kubepeft.dev/rank": "0"}},
+        "spec": {},
+        "status": {"phase": "Failed", "containerStatuses": [
+            {"name": "trainer", "state": {"terminated": {"exitCode": 3, "reason": "Error", "message": " bad input\n"}}}]},
+    }
+    view = PodView.from_body(body)
+    assert view is not None and view.exit_code == 3 and view.message == "bad input" and view.failed
+    assert PodView.from_body({"metadata": {"name": "x", "labels": {}}}) is None
+    assert spec().resources.nodes == 2
