@@ -76,6 +76,11 @@ def progress_line(report: TrainerReport) -> str:
     fields = progress_fields(report)
     progress = report.progress
     total = progress.total_steps or "?"
+    if report.state != "Training":
+        line = f"[{report.state}] step {progress.step}/{total}"
+        if report.resumed_from_step is not None:
+            line += f" (resumed from step {report.resumed_from_step})"
+        return line + (f" -- {report.message}" if report.message else "")
     line = (
         f"[{fields['state']}] step {progress.step}/{total} loss {fields['loss']} "
         f"tokens/s {fields['tokens_per_second']} eta {fields['eta']}"
@@ -84,8 +89,6 @@ def progress_line(report: TrainerReport) -> str:
         line += f" eval_loss {fields['eval_loss']}"
     if report.resumed_from_step is not None:
         line += f" (resumed from step {report.resumed_from_step})"
-    if report.message and report.state in ("Failed", "Exporting", "Starting"):
-        line += f" -- {report.message}"
     return line
 
 
@@ -95,6 +98,8 @@ class ProgressView:
 
     console: Console
     latest: TrainerReport | None = None
+    last_loss: float | None = None
+    """The latest training loss seen (final reports may not repeat it)."""
     _progress: Progress | None = None
     _task: TaskID | None = None
     _last_line: str = ""
@@ -129,6 +134,8 @@ class ProgressView:
     def update(self, reports: list[TrainerReport]) -> None:
         for report in reports:
             self.latest = report
+            if report.progress.loss is not None:
+                self.last_loss = report.progress.loss
             if self._progress is not None and self._task is not None:
                 fields: dict[str, object] = dict(progress_fields(report))
                 total = report.progress.total_steps or None

@@ -79,7 +79,7 @@ def run_loaded_job(
     if outcome.interrupted:
         lines = interrupted_lines(run.config, command)
     elif outcome.exit_code == 0 and outcome.report is not None:
-        lines = summary_lines(run.config, outcome.report)
+        lines = summary_lines(run.config, outcome.report, outcome.final_loss)
     else:
         lines = failure_lines(run.config, outcome)
         if outcome.report is None or not outcome.report.message:

@@ -157,7 +157,7 @@ def execute(
         for tail in tails[1:]:
             failure_reports += [r for r in tail.read_new() if r.state == "Failed"]
     if interrupt.requested or (stop_event is not None and stop_event.is_set()):
-        return RunOutcome(EXIT_INTERRUPTED, view.latest, interrupted=True)
+        return RunOutcome(EXIT_INTERRUPTED, view.latest, interrupted=True, final_loss=view.last_loss)
     code = group.exit_code()
     report = view.latest
     if code != 0 and (report is None or report.state != "Failed") and failure_reports:
@@ -167,7 +167,8 @@ def execute(
         code = EXIT_RETRYABLE
     failed_logs = [plan.log_file for plan, c in zip(plans, group.poll(), strict=True) if c not in (0, None)]
     log_files = failed_logs or [plan.log_file for plan in plans]
-    return RunOutcome(code, report, log_hint=", ".join(str(p) for p in log_files) if code else None)
+    hint = ", ".join(str(p) for p in log_files) if code else None
+    return RunOutcome(code, report, log_hint=hint, final_loss=view.last_loss)
 
 
 def log_excerpt(outcome: RunOutcome, max_lines: int = 25) -> str:

@@ -13,14 +13,16 @@ class RunOutcome:
     report: TrainerReport | None
     interrupted: bool = False
     log_hint: str | None = None
+    final_loss: float | None = None
 
 
 def _loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def summary_lines(config: TrainerConfig, report: TrainerReport) -> list[str]:
-    """The success summary: artifact locations, eval loss before/after, final loss."""
+def summary_lines(config: TrainerConfig, report: TrainerReport, final_loss: float | None = None) -> list[str]:
+    """The success summary: artifact locations, eval loss before/after, final loss (the report's,
+    else ``final_loss``: the last training loss reported)."""
     artifacts = report.artifacts
     output = config.output
     rows = [
@@ -30,7 +32,7 @@ def summary_lines(config: TrainerConfig, report: TrainerReport) -> list[str]:
         ("manifest", artifacts.manifest or output.manifest),
         ("loss curve", artifacts.loss_curve or "-"),
         ("steps", f"{report.progress.step}/{report.progress.total_steps}"),
-        ("final loss", _loss(report.progress.loss)),
+        ("final loss", _loss(report.progress.loss if report.progress.loss is not None else final_loss)),
         ("eval loss", f"{_loss(report.eval_loss_before)} before -> {_loss(report.eval_loss_after)} after"),
     ]
     if report.resumed_from_step is not None:

@@ -6,6 +6,7 @@ several operators, one after another, in one process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -81,6 +82,7 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
         if type == "DELETED":
             reconciler.forget(key)
             return
+        reconciler.known.add(key)
         if reconciler.is_own_write(key, body.metadata.get("resourceVersion")):
             return
         await reconciler.trigger(*key)
@@ -101,8 +103,16 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
         if type != "DELETED" and (job := owner_job(body)):
             await memo["reconciler"].trigger(body.metadata.namespace, job)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.resync_seconds, registry=registry)
-    async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await memo["reconciler"].trigger(body.metadata.namespace, body.metadata.name)
+    # A periodic resync of every known job (deadlines, TTLs, missed events). Deliberately not a
+    # kopf timer: kopf puts a finalizer on objects with timers, and PeftJobs need none.
+    @kopf.on.startup(registry=registry)
+    async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler = memo["reconciler"]
+        memo["resync_task"] = asyncio.get_running_loop().create_task(reconciler.resync_forever(settings.resync_seconds))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+        if (task := memo.get("resync_task")) is not None:
+            task.cancel()
 
     return registry

@@ -41,7 +41,7 @@ async def run_operator(
     liveness: bool = True,
 ) -> None:
     """Run until ``stop_flag`` is set (or a signal arrives). Tests call this in their own thread."""
-    kube = KubeApi(configuration)
+    kube = KubeApi(configuration, threads=settings.api_threads)
     reconciler = Reconciler(kube, settings, metrics, events=_kopf_event)
     try:
         await kopf.operator(

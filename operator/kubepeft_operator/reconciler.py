@@ -82,6 +82,8 @@ class Reconciler:
         self._states: dict[Key, _KeyState] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._own_versions: dict[Key, str] = {}
+        self.known: set[Key] = set()
+        """Jobs seen in the watch stream (kopf lists them all at start-up)."""
 
     # --- triggering --------------------------------------------------------------------------
 
@@ -90,6 +92,7 @@ class Reconciler:
         return resource_version is not None and self._own_versions.get(key) == resource_version
 
     def forget(self, key: Key) -> None:
+        self.known.discard(key)
         if (timer := self._timers.pop(key, None)) is not None:
             timer.cancel()
         self._own_versions.pop(key, None)
@@ -111,6 +114,18 @@ class Reconciler:
             state.running = False
             if not state.pending and key not in self._timers and not state.errors:
                 self._states.pop(key, None)
+
+    async def resync_forever(self, interval: float) -> None:
+        """Reconcile every known job each ``interval`` seconds, spread over the interval."""
+        while True:
+            keys = sorted(self.known)
+            if not keys:
+                await asyncio.sleep(interval)
+                continue
+            for key in keys:
+                if key in self.known:
+                    asyncio.get_running_loop().create_task(self.trigger(*key))
+                await asyncio.sleep(interval / len(keys))
 
     def requeue(self, key: Key, delay: float) -> None:
         if (timer := self._timers.get(key)) is not None:

@@ -102,7 +102,7 @@ def test_one_node_job_succeeds_with_artifacts_and_progress(e2e_cluster: E2EClust
     store, root = e2e_cluster.output_store("reference")
     progress = reference["progress"]
     assert progress["step"] == STEPS and progress["totalSteps"] == STEPS
-    assert progress["loss"] is not None and progress.get("display") == f"{STEPS}/{STEPS}"
+    assert progress.get("display") == f"{STEPS}/{STEPS}"
     artifacts = reference["artifacts"]
     assert artifacts["manifest"] == f"{root}/manifest.json"
     assert artifacts["adapter"] == f"{root}/adapter" and artifacts["merged"] == f"{root}/merged"

@@ -126,10 +126,10 @@ def kubelet(apiserver: ApiServer, kubeconfig: Path, tmp_path: Path) -> Iterator[
         yield running
 
 
-def terminated(apiserver: ApiServer, name: str) -> dict[str, Any] | None:
+def terminated(apiserver: ApiServer, name: str) -> dict[str, Any]:
     pod = apiserver.get("pods", NS, name)
     statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
-    return statuses[0]["state"].get("terminated") if statuses else None
+    return dict(statuses[0]["state"].get("terminated") or {}) if statuses else {}
 
 
 def first_line(kubelet: ProcessKubelet, name: str) -> dict[str, Any]:

@@ -13,13 +13,14 @@ process per pod and report its exit code).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
@@ -69,12 +70,12 @@ class FakeKubelet:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-kubelet", daemon=True)
         self._session: aiohttp.ClientSession | None = None
-        self._watcher: asyncio.Future[None] | None = None
+        self._watcher: concurrent.futures.Future[None] | None = None
         self._started = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> FakeKubelet:
+    def start(self) -> Self:
         self._thread.start()
         self._watcher = asyncio.run_coroutine_threadsafe(self._watch_forever(), self._loop)
         if not self._started.wait(10):
@@ -95,7 +96,7 @@ class FakeKubelet:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    def __enter__(self) -> FakeKubelet:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -125,6 +126,16 @@ class FakeKubelet:
         async with self._session.patch(url, data=json.dumps({"status": status}), headers=headers) as response:
             if response.status not in (200, 404):
                 raise RuntimeError(f"status patch of {namespace}/{name}: {response.status} {await response.text()}")
+
+    async def api_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch through the API (e.g. a fake trainer's progress report)."""
+        assert self._session is not None
+        headers = {"Content-Type": "application/merge-patch+json"}
+        async with self._session.patch(f"{self.url}{path}", data=json.dumps(body), headers=headers) as response:
+            answer: dict[str, Any] = await response.json()
+            if response.status != 200:
+                raise RuntimeError(f"PATCH {path}: {response.status} {answer}")
+            return answer
 
     async def set_running(self, namespace: str, name: str) -> None:
         pod = self.seen.get((namespace, name)) or {"spec": {"containers": [{"name": "main"}]}}

@@ -353,6 +353,13 @@ class ProcessKubelet(FakeKubelet):
 
     # --- test controls (any thread) -------------------------------------------------------------
 
+    def start(self) -> ProcessKubelet:
+        super().start()
+        return self
+
+    def __enter__(self) -> ProcessKubelet:
+        return self.start()
+
     def kill(self, namespace: str, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send ``sig`` to the pod's whole process group (a lost node: launcher and ranks die)."""
         self.processes[(namespace, name)].signal_group(sig)

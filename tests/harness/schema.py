@@ -38,18 +38,24 @@ def prune(value: Any, schema: dict[str, Any]) -> Any:
 
 def validation_errors(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    top = {**schema, "properties": {k: v for k, v in schema.get("properties", {}).items()
-                                    if k not in ("apiVersion", "kind", "metadata")}}
-    validator = jsonschema.Draft7Validator(top)
-    return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-            for e in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))][:5]
+    top = {
+        **schema,
+        "properties": {
+            k: v for k, v in schema.get("properties", {}).items() if k not in ("apiVersion", "kind", "metadata")
+        },
+    }
+    validator = jsonschema.Draft4Validator(top)  # OpenAPI v3.0: boolean exclusiveMinimum
+    return [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+        for e in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+    ][:5]
 
 
 @functools.lru_cache(maxsize=4)
 def load_crd(path: Path = PEFTJOB_CRD) -> tuple[ResourceType, dict[str, Any]]:
     """The resource type and schema of a CRD file (cached: treat the schema as read-only)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
+    crd = yaml.load(path.read_text(), Loader=loader)
     names = crd["spec"]["names"]
     version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
     rtype = ResourceType(

@@ -231,6 +231,10 @@ class Store:
         self._bump(obj)
         self.objects[key] = obj
         self._emit(rtype, "ADDED", obj, None)
+        refs = meta.get("ownerReferences") or []
+        if refs and not any(r.get("uid") in self._uids_alive() for r in refs):
+            # The garbage collector removes objects whose owners are all gone (a create racing a delete).
+            self.delete(rtype, namespace, meta["name"], "Background")
         return copy.deepcopy(obj)
 
     def _check_preconditions(self, rtype: ResourceType, current: Obj, new_rv: str | None) -> None:

@@ -170,11 +170,25 @@ async def test_watch_label_selector_follows_objects_in_and_out(apiserver: ApiSer
         params = {"watch": "true", "resourceVersion": version, "labelSelector": "app=a"}
         async with http.get(f"/api/v1/namespaces/{NS}/configmaps", params=params) as response:
             patch = {"metadata": {"labels": {"app": "b"}}}
-            apiserver.call(apiserver.store.patch, apiserver.rtype("configmaps"), NS, "x", patch,
-                           "application/merge-patch+json", None)
+            apiserver.call(
+                apiserver.store.patch,
+                apiserver.rtype("configmaps"),
+                NS,
+                "x",
+                patch,
+                "application/merge-patch+json",
+                None,
+            )
             apiserver.create("configmaps", NS, cm("y", {"app": "b"}))
-            apiserver.call(apiserver.store.patch, apiserver.rtype("configmaps"), NS, "x",
-                           {"metadata": {"labels": {"app": "a"}}}, "application/merge-patch+json", None)
+            apiserver.call(
+                apiserver.store.patch,
+                apiserver.rtype("configmaps"),
+                NS,
+                "x",
+                {"metadata": {"labels": {"app": "a"}}},
+                "application/merge-patch+json",
+                None,
+            )
             events = await _events(response, 2)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("DELETED", "x"), ("ADDED", "x")]
 
@@ -194,13 +208,17 @@ def test_stale_resource_version_conflicts(core: kubernetes.client.CoreV1Api) -> 
 
 def test_failed_json_patch_test_is_422_and_a_good_one_applies(core: kubernetes.client.CoreV1Api) -> None:
     created = core.create_namespaced_config_map(NS, cm("a"))
-    wrong = [{"op": "test", "path": "/metadata/resourceVersion", "value": "999"},
-             {"op": "replace", "path": "/data/k", "value": "x"}]
+    wrong = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "999"},
+        {"op": "replace", "path": "/data/k", "value": "x"},
+    ]
     with pytest.raises(ApiException) as failed:
         core.patch_namespaced_config_map("a", NS, wrong)
     assert failed.value.status == 422
-    right = [{"op": "test", "path": "/metadata/resourceVersion", "value": created.metadata.resource_version},
-             {"op": "replace", "path": "/data/k", "value": "x"}]
+    right = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": created.metadata.resource_version},
+        {"op": "replace", "path": "/data/k", "value": "x"},
+    ]
     assert core.patch_namespaced_config_map("a", NS, right).data == {"k": "x"}
 
 
@@ -283,6 +301,10 @@ def test_garbage_collection_follows_owner_references(core: kubernetes.client.Cor
     core.create_namespaced_config_map(NS, _owned("fg-child", fg_owner))
     core.delete_namespaced_config_map("fg", NS, propagation_policy="Foreground")
     assert "fg-child" not in [i.metadata.name for i in core.list_namespaced_config_map(NS).items]
+
+    late = core.create_namespaced_config_map(NS, _owned("late", owner))  # its owner is already gone
+    assert late.metadata.name == "late"
+    assert "late" not in [i.metadata.name for i in core.list_namespaced_config_map(NS).items]
 
     orphan_owner = core.create_namespaced_config_map(NS, cm("o"))
     core.create_namespaced_config_map(NS, _owned("o-child", orphan_owner))

@@ -55,8 +55,9 @@ def test_manual_control_and_scheduling_gates(apiserver: ApiServer, start_kubelet
     assert phase(apiserver, "free") == "Failed"
     assert phase(apiserver, "gated") == "Pending" and "gated" not in started
     patch = {"spec": {"schedulingGates": None}}
-    apiserver.call(apiserver.store.patch, apiserver.rtype("pods"), NS, "gated", patch,
-                   "application/merge-patch+json", None)
+    apiserver.call(
+        apiserver.store.patch, apiserver.rtype("pods"), NS, "gated", patch, "application/merge-patch+json", None
+    )
     wait_for(lambda: "gated" in started, what="the pod to start once ungated")
 
 

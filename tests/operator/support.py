@@ -6,8 +6,9 @@ import copy
 import datetime
 from typing import Any
 
-from kubepeft.api.models import PeftJobSpec
 from kubepeft_operator.render import JobIdentity
+
+from kubepeft.api.models import PeftJobSpec
 
 NS = "team-a"
 UID = "11111111-2222-4333-8444-555555555555"

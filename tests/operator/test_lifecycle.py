@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from kubepeft.api.models import PeftJobStatus
-from kubepeft.contract import ReportArtifacts, ReportProgress, TrainerReport
 from kubepeft_operator.lifecycle import (
     CreatePods,
     DeleteJob,
@@ -18,6 +16,9 @@ from kubepeft_operator.lifecycle import (
     decide,
 )
 from kubepeft_operator.status import get_condition, rfc3339, spec_from_wire
+
+from kubepeft.api.models import PeftJobStatus
+from kubepeft.contract import ReportArtifacts, ReportProgress, TrainerReport
 from tests.operator.support import NS, T0, UID, spec, spec_dict
 
 OK = Preflight()
@@ -28,7 +29,9 @@ def job(status: dict[str, Any] | None = None, failed: frozenset[int] = frozenset
     return JobView("tune", NS, UID, 1, parsed, error, PeftJobStatus.model_validate(status or {}), failed)
 
 
-def pods(attempt: int, *phases: str, exit_codes: dict[int, int] | None = None, message: str = "") -> tuple[PodView, ...]:
+def pods(
+    attempt: int, *phases: str, exit_codes: dict[int, int] | None = None, message: str = ""
+) -> tuple[PodView, ...]:
     codes = exit_codes or {}
     return tuple(
         PodView(f"tune-a{attempt}-{rank}", attempt, rank, phase, codes.get(rank), message=message)
@@ -65,8 +68,12 @@ def test_invalid_spec_fails_with_the_field_path() -> None:
 
 
 def test_all_workers_running_is_running_and_progress_comes_from_the_report() -> None:
-    report = TrainerReport(state="Training", attempt=1, progress=ReportProgress(step=5, total_steps=20, loss=1.5),
-                           time="2026-01-01T12:00:05Z")
+    report = TrainerReport(
+        state="Training",
+        attempt=1,
+        progress=ReportProgress(step=5, total_steps=20, loss=1.5),
+        time="2026-01-01T12:00:05Z",
+    )
     status = {"phase": "Created", "attempts": 1, "startTime": rfc3339(T0)}
     d = decide(job(status), Observed(pods(1, "Running", "Running"), report), T0)
     assert d.status.phase == "Running" and not d.actions
@@ -77,7 +84,9 @@ def test_all_workers_running_is_running_and_progress_comes_from_the_report() -> 
 
 
 def test_success_records_artifacts_and_completion() -> None:
-    report = TrainerReport(state="Succeeded", attempt=1, artifacts=ReportArtifacts(adapter="s3://runs/a", manifest="s3://runs/m"))
+    report = TrainerReport(
+        state="Succeeded", attempt=1, artifacts=ReportArtifacts(adapter="s3://runs/a", manifest="s3://runs/m")
+    )
     d = decide(job(running()), Observed(pods(1, "Succeeded", "Succeeded", exit_codes={0: 0, 1: 0}), report), T0)
     assert d.status.phase == "Succeeded" and d.status.completion_time == rfc3339(T0)
     assert d.status.artifacts is not None and d.status.artifacts.manifest == "s3://runs/m"
@@ -104,7 +113,9 @@ def test_backoff_limit_exhausted_fails() -> None:
 
 
 def test_exit_code_3_is_permanent_and_carries_the_trainer_message() -> None:
-    report = TrainerReport(state="Failed", attempt=1, failure_class="permanent", message="train.jsonl:12: missing 'text'")
+    report = TrainerReport(
+        state="Failed", attempt=1, failure_class="permanent", message="train.jsonl:12: missing 'text'"
+    )
     observed = Observed(pods(1, "Failed", "Running", exit_codes={0: 3}), report, preflight=OK)
     d = decide(job(running()), observed, T0)
     assert d.status.phase == "Failed" and d.status.attempts == 1 and not d.failed_attempts
@@ -135,7 +146,9 @@ def test_deadline_fails_and_deletes_workers() -> None:
 
 def test_suspend_and_resume() -> None:
     d = decide(job(running(), runPolicy={"suspend": True}), Observed(pods(1, "Running", "Running")), T0)
-    assert d.status.phase == "Suspended" and d.actions == [DeletePods(("tune-a1-0", "tune-a1-1"), "the job is suspended")]
+    assert d.status.phase == "Suspended" and d.actions == [
+        DeletePods(("tune-a1-0", "tune-a1-1"), "the job is suspended")
+    ]
     suspended = d.status.to_wire()
     resumed = decide(job(suspended), Observed(preflight=OK), T0 + datetime.timedelta(seconds=30))
     assert resumed.actions == [CreatePods(2, (0, 1))] and resumed.status.attempts == 2
@@ -178,8 +191,15 @@ def test_pod_view_reads_exit_codes_and_messages() -> None:
     body = {
         "metadata": {"name": "tune-a1-0", "labels": {"kubepeft.dev/attempt": "1", "kubepeft.dev/rank": "0"}},
         "spec": {},
-        "status": {"phase": "Failed", "containerStatuses": [
-            {"name": "trainer", "state": {"terminated": {"exitCode": 3, "reason": "Error", "message": " bad input\n"}}}]},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "state": {"terminated": {"exitCode": 3, "reason": "Error", "message": " bad input\n"}},
+                }
+            ],
+        },
     }
     view = PodView.from_body(body)
     assert view is not None and view.exit_code == 3 and view.message == "bad input" and view.failed

@@ -7,8 +7,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-
-from kubepeft.contract import TrainerConfig
 from kubepeft_operator import naming
 from kubepeft_operator.render import (
     credential_mounts,
@@ -17,6 +15,8 @@ from kubepeft_operator.render import (
     render_workers,
 )
 from kubepeft_operator.settings import OperatorSettings
+
+from kubepeft.contract import TrainerConfig
 from tests.operator.support import NS, UID, identity, spec
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -33,23 +33,44 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
 
 SPECS = {
     "cpu-2node": spec(),
-    "gpu-placed": spec(resources={
-        "nodes": 1, "gpusPerNode": 4, "sharedMemory": "8Gi", "scratch": "100Gi",
-        "nodeSelector": {"pool": "a100"}, "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
-        "priorityClassName": "training", "image": "my/trainer:dev",
-    }),
-    "hf-paths": spec(model={"uri": "hf://org/model", "credentialsSecretRef": {"name": "hf", "tokenKey": "tok"}},
-                     dataset={"uri": "/data/train.jsonl"}, output={"uri": "/out"}),
+    "gpu-placed": spec(
+        resources={
+            "nodes": 1,
+            "gpusPerNode": 4,
+            "sharedMemory": "8Gi",
+            "scratch": "100Gi",
+            "nodeSelector": {"pool": "a100"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                        ]
+                    }
+                }
+            },
+            "priorityClassName": "training",
+            "image": "my/trainer:dev",
+        }
+    ),
+    "hf-paths": spec(
+        model={"uri": "hf://org/model", "credentialsSecretRef": {"name": "hf", "tokenKey": "tok"}},
+        dataset={"uri": "/data/train.jsonl"},
+        output={"uri": "/out"},
+    ),
 }
 SETTINGS_VARIANTS = {
     "default": SETTINGS,
     "full": OperatorSettings(
-        image_pull_secrets=("reg",), trainer_node_selector={"pool": "default", "arch": "amd64"},
+        image_pull_secrets=("reg",),
+        trainer_node_selector={"pool": "default", "arch": "amd64"},
         trainer_tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
-        trainer_default_cpu="8", trainer_default_memory="32Gi", default_credentials_secret="fallback",
-        default_s3_endpoint="http://seaweed:8333", default_s3_region="eu-1",
+        trainer_default_cpu="8",
+        trainer_default_memory="32Gi",
+        default_credentials_secret="fallback",
+        default_s3_endpoint="http://seaweed:8333",
+        default_s3_region="eu-1",
     ),
 }
 
@@ -57,15 +78,34 @@ SETTINGS_VARIANTS = {
 @pytest.mark.parametrize("settings_name", SETTINGS_VARIANTS)
 @pytest.mark.parametrize("spec_name", SPECS)
 def test_every_rendered_object_is_valid_kubernetes(spec_name: str, settings_name: str) -> None:
-    job, peft, settings = identity(labels={naming.KUEUE_QUEUE_LABEL: "team"}), SPECS[spec_name], SETTINGS_VARIANTS[settings_name]
+    job, peft, settings = (
+        identity(labels={naming.KUEUE_QUEUE_LABEL: "team"}),
+        SPECS[spec_name],
+        SETTINGS_VARIANTS[settings_name],
+    )
     objects = render_job_children(job, peft, settings) + render_workers(job, peft, settings, attempt=3)
-    assert [o["kind"] for o in objects[:6]] == ["ConfigMap", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service"]
+    assert [o["kind"] for o in objects[:6]] == [
+        "ConfigMap",
+        "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+    ]
     for obj in objects:
         validate(obj)
         meta = obj["metadata"]
         assert meta["namespace"] == NS and meta["labels"][naming.LABEL_JOB_NAME] == "tune"
-        assert meta["ownerReferences"] == [{"apiVersion": "kubepeft.dev/v1alpha1", "kind": "PeftJob", "name": "tune",
-                                            "uid": UID, "controller": True, "blockOwnerDeletion": True}]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "kubepeft.dev/v1alpha1",
+                "kind": "PeftJob",
+                "name": "tune",
+                "uid": UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
 
 
 def test_validation_catches_mistakes() -> None:
@@ -88,7 +128,9 @@ def test_config_map_carries_the_trainer_config_with_operator_defaults() -> None:
         "dataset": "/var/run/secrets/kubepeft/dataset",
         "output": "/var/run/secrets/kubepeft/output",
     }
-    explicit = render_job_children(identity(), spec(output={"uri": "s3://runs/o", "endpoint": "http://mine:9000"}), settings)[0]
+    explicit = render_job_children(
+        identity(), spec(output={"uri": "s3://runs/o", "endpoint": "http://mine:9000"}), settings
+    )[0]
     mine = TrainerConfig.from_json(explicit["data"]["config.json"])
     assert mine.output.endpoint == "http://mine:9000" and mine.output.region == "us-east-1"
 
@@ -97,8 +139,10 @@ def test_credentials_are_projected_files_never_values() -> None:
     mounts = {m.source: m for m in credential_mounts(spec(), SETTINGS)}
     assert mounts["model"].secret == "model-creds" and mounts["model"].explicit
     assert mounts["dataset"].secret == "s3-creds"  # the dataset falls back to the output's ref
-    assert mounts["output"].items == (("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-                                      ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"))
+    assert mounts["output"].items == (
+        ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
     hf = {m.source: m for m in credential_mounts(SPECS["hf-paths"], SETTINGS)}
     assert list(hf) == ["model"] and hf["model"].items == (("tok", "HF_TOKEN"),)
     default = {m.source: m for m in credential_mounts(spec(model={"uri": "hf://o/m"}), SETTINGS_VARIANTS["full"])}
@@ -111,7 +155,10 @@ def test_credentials_are_projected_files_never_values() -> None:
     assert {i["path"] for i in source["items"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     mounts_by_name = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert mounts_by_name["credentials-output"] == {
-        "name": "credentials-output", "mountPath": "/var/run/secrets/kubepeft/output", "readOnly": True}
+        "name": "credentials-output",
+        "mountPath": "/var/run/secrets/kubepeft/output",
+        "readOnly": True,
+    }
     assert "secretKeyRef" not in json.dumps(pod) and "eA==" not in json.dumps(pod)
 
 
@@ -125,7 +172,10 @@ def test_worker_pod_shape() -> None:
     assert podspec["restartPolicy"] == "Never" and podspec["serviceAccountName"] == "tune-trainer"
     assert container["command"] == ["kubepeft", "train"] and container["image"] == SETTINGS.trainer_image_cpu
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
     env = env_of(pod)
     assert env["KUBEPEFT_NODE_RANK"] == "1" and env["KUBEPEFT_NUM_NODES"] == "2"
     assert env["KUBEPEFT_PROCS_PER_NODE"] == "1" and env["KUBEPEFT_MASTER_PORT"] == "29500"
@@ -138,8 +188,12 @@ def test_worker_pod_shape() -> None:
     assert podspec["securityContext"]["runAsNonRoot"] and podspec["securityContext"]["runAsUser"] == 1000
     assert podspec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = container["securityContext"]
-    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-                  "capabilities": {"drop": ["ALL"]}}
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", "/cache", "/scratch", "/dev/shm", "/etc/kubepeft"} <= mounts
     shm = next(v for v in podspec["volumes"] if v["name"] == "dshm")
@@ -192,7 +246,8 @@ def test_rendezvous_is_consistent_across_ranks_and_service_selects_all_workers()
 def test_trainer_role_grants_only_its_progress_config_map() -> None:
     children = render_job_children(identity(), spec(), SETTINGS)
     role, binding = children[3], children[4]
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["tune-progress"],
-                              "verbs": ["get", "patch"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["tune-progress"], "verbs": ["get", "patch"]}
+    ]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tune-trainer", "namespace": NS}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from kubepeft_operator.settings import DEFAULT_CPU_IMAGE, OperatorSettings, SettingsError
 
 
@@ -15,25 +14,27 @@ def test_defaults() -> None:
 
 
 def test_every_variable_is_read() -> None:
-    settings = OperatorSettings.from_env({
-        "KUBEPEFT_WATCH_NAMESPACES": "a, b,,",
-        "KUBEPEFT_TRAINER_IMAGE": "gpu:1",
-        "KUBEPEFT_TRAINER_IMAGE_CPU": "cpu:1",
-        "KUBEPEFT_IMAGE_PULL_POLICY": "Always",
-        "KUBEPEFT_IMAGE_PULL_SECRETS": "reg1,reg2",
-        "KUBEPEFT_DEFAULT_S3_ENDPOINT": "http://s3:8333",
-        "KUBEPEFT_DEFAULT_S3_REGION": "eu-west-1",
-        "KUBEPEFT_DEFAULT_CREDENTIALS_SECRET": "s3-default",
-        "KUBEPEFT_TRAINER_NODE_SELECTOR": '{"pool": "gpu"}',
-        "KUBEPEFT_TRAINER_TOLERATIONS": '[{"key": "gpu", "operator": "Exists"}]',
-        "KUBEPEFT_TRAINER_DEFAULT_CPU": "4",
-        "KUBEPEFT_TRAINER_DEFAULT_MEMORY": "16Gi",
-        "KUBEPEFT_LOG_LEVEL": "debug",
-        "KUBEPEFT_METRICS_PORT": "9090",
-        "KUBEPEFT_HEALTH_PORT": "9091",
-        "KUBEPEFT_PEERING": "kubepeft",
-        "KUBEPEFT_MAX_WORKERS": "50",
-    })
+    settings = OperatorSettings.from_env(
+        {
+            "KUBEPEFT_WATCH_NAMESPACES": "a, b,,",
+            "KUBEPEFT_TRAINER_IMAGE": "gpu:1",
+            "KUBEPEFT_TRAINER_IMAGE_CPU": "cpu:1",
+            "KUBEPEFT_IMAGE_PULL_POLICY": "Always",
+            "KUBEPEFT_IMAGE_PULL_SECRETS": "reg1,reg2",
+            "KUBEPEFT_DEFAULT_S3_ENDPOINT": "http://s3:8333",
+            "KUBEPEFT_DEFAULT_S3_REGION": "eu-west-1",
+            "KUBEPEFT_DEFAULT_CREDENTIALS_SECRET": "s3-default",
+            "KUBEPEFT_TRAINER_NODE_SELECTOR": '{"pool": "gpu"}',
+            "KUBEPEFT_TRAINER_TOLERATIONS": '[{"key": "gpu", "operator": "Exists"}]',
+            "KUBEPEFT_TRAINER_DEFAULT_CPU": "4",
+            "KUBEPEFT_TRAINER_DEFAULT_MEMORY": "16Gi",
+            "KUBEPEFT_LOG_LEVEL": "debug",
+            "KUBEPEFT_METRICS_PORT": "9090",
+            "KUBEPEFT_HEALTH_PORT": "9091",
+            "KUBEPEFT_PEERING": "kubepeft",
+            "KUBEPEFT_MAX_WORKERS": "50",
+        }
+    )
     assert settings.watch_namespaces == ("a", "b")
     assert settings.image_pull_secrets == ("reg1", "reg2")
     assert settings.trainer_node_selector == {"pool": "gpu"}

@@ -60,18 +60,24 @@ def test_lora_adapter_reloads_exactly_and_answers(lora_job: FinishedJob, tiny_mo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from kubepeft_trainer.tiny_model import tiny_training_records
+
     tokenizer = AutoTokenizer.from_pretrained(lora_job.root / "adapter")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")
-    before = _greedy(base, tokenizer, "c d e =")
+    probes = [r for r in tiny_training_records(40, seed=1234) if len(r["response"].split()) >= 3][:3]
+    before = [_greedy(base, tokenizer, r["prompt"], 4) for r in probes]
     model = PeftModel.from_pretrained(base, lora_job.root / "adapter").eval()
-    # The task: a bare prompt now shifts every letter (the base model copies).
-    assert _greedy(model, tokenizer, "c d e =").startswith(" d e f"), before
-    assert _greedy(model, tokenizer, "a b c d =").startswith(" b c d e")
+    # The task flips the default direction: after training, greedy decoding gives the response.
+    for record, was in zip(probes, before, strict=True):
+        expected = " " + " ".join(record["response"].split()[:4])
+        answer = _greedy(model, tokenizer, record["prompt"], 4)
+        assert answer == expected, (record, answer, was)
+        assert was != expected
 
     again = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32"), lora_job.root / "adapter"
     ).eval()
-    text = "a b c = b c d"
+    text = "f = e d c"
     assert (_logits(model, tokenizer, text) - _logits(again, tokenizer, text)).abs().max().item() == 0.0
 
     # The merged model loads with plain transformers and matches base + adapter.
@@ -125,7 +131,7 @@ def test_prompt_tuning_trains_and_reloads_exactly(tmp_path: Path, tiny_model_dir
     assert final["eval_loss_after"] < final["eval_loss_before"]
     adapter = tmp_path / "out" / "tests" / "pt" / "adapter"
     tokenizer = AutoTokenizer.from_pretrained(adapter)
-    text = "a b c = b c d"
+    text = "f = e d c"
     one = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
     two = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
     # Logits include the virtual-token positions; both models have them, compare everything.

@@ -116,13 +116,16 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
     store = open_output_store(config)
     reporter.publish(state="Exporting", message="merging adapters")
     merged = store.read_manifest(config.output.merged)
-    if merged is None:
+    adapter = store.read_manifest(config.output.adapter)
+    if merged is None or adapter is None:
         base_dir, adapter_dirs = fetch_merge_inputs(config, workdir / "inputs")
-        local = workdir / EXPORT_DIR / "merged"
-        merge_weighted_adapters(base_dir, adapter_dirs, local, config.spec)
-        merged = store.upload_dir(local, config.output.merged, metadata=job_metadata(config, "merged"))
-    write_job_manifest(store, config, {"merged": merged})
-    return {"merged": config.output.merged, "manifest": config.output.manifest}
+        local = workdir / EXPORT_DIR
+        # Writes the merged model to merged/ and the combined adapter (PEFT layout) to adapter/.
+        merge_weighted_adapters(base_dir, adapter_dirs, local / "merged", config.spec, adapter_out_dir=local / "adapter")
+        adapter = store.upload_dir(local / "adapter", config.output.adapter, metadata=job_metadata(config, "adapter"))
+        merged = store.upload_dir(local / "merged", config.output.merged, metadata=job_metadata(config, "merged"))
+    write_job_manifest(store, config, {"adapter": adapter, "merged": merged})
+    return {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
 
 
 def export_after_training(config: TrainerConfig, workdir: Path, reporter: Reporter) -> dict[str, str]:

@@ -193,8 +193,9 @@ def _require_lora(adapter_path: Path, what: str) -> None:
         config = PeftConfig.from_pretrained(str(adapter_path))
     except (OSError, ValueError) as exc:
         raise PermanentTrainerError(f"{what} at {adapter_path} is not a PEFT adapter: {exc}") from None
-    if config.peft_type != "LORA":
-        raise PermanentTrainerError(f"{what} at {adapter_path} is a {config.peft_type} adapter; only LoRA merges")
+    kind = str(getattr(config.peft_type, "value", config.peft_type))
+    if kind != "LORA":
+        raise PermanentTrainerError(f"{what} at {adapter_path} is a {kind} adapter; only LoRA adapters merge")
 
 
 def _load_full_precision_base(base_path: Path, trust_remote_code: bool) -> Any:

@@ -53,9 +53,10 @@ class PeftMethod(ABC):
                 raise PermanentTrainerError(
                     f"adapters.sources[0]: {adapter_path} is not a PEFT adapter: {exc}"
                 ) from None
-            if existing.peft_type != self.peft_type:
+            kind = str(getattr(existing.peft_type, "value", existing.peft_type))
+            if kind != self.peft_type:
                 raise PermanentTrainerError(
-                    f"adapters.sources[0]: a {existing.peft_type} adapter cannot be trained "
+                    f"adapters.sources[0]: a {kind} adapter cannot be trained "
                     f"further with method {self.name}"
                 )
             log.info("continuing adapter %s (its own config applies, not spec.%s)", adapter_path, self.config_field())

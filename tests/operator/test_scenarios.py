@@ -1,0 +1,340 @@
+"""The operator against the test API server and the fake kubelet: whole job lifecycles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubepeft_operator import naming
+
+from kubepeft.contract import REPORT_KEY, ReportArtifacts, ReportProgress, TrainerReport
+from tests.fixtures.kube import wait_for
+from tests.harness.apiserver import ApiServer
+from tests.harness.kubelet import FakeKubelet, Pod, PodScript
+from tests.operator.support import NS, S3_KEYS, peftjob, secret
+
+pytestmark = pytest.mark.timeout(60)
+LABEL = f"{naming.LABEL_JOB_NAME}=tune"
+
+
+def attempt_of(pod: Pod) -> int:
+    return int(pod["metadata"]["labels"][naming.LABEL_ATTEMPT])
+
+
+def rank_of(pod: Pod) -> int:
+    return int(pod["metadata"]["labels"][naming.LABEL_RANK])
+
+
+class TrainerKubelet(FakeKubelet):
+    """Pods that behave like trainers: rank 0 reports progress, then the result; exit codes by script."""
+
+    def __init__(self, url: str, script: Callable[[Pod], PodScript | None]) -> None:
+        super().__init__(url, script)
+
+    async def start_pod(self, pod: Pod) -> None:
+        script = self.behavior(pod)
+        if script is None:
+            return
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        attempt = attempt_of(pod)
+        await self.set_running(ns, name)
+        if rank_of(pod) == 0:
+            await self.report(
+                pod,
+                TrainerReport(
+                    state="Training", attempt=attempt, progress=ReportProgress(step=5, total_steps=10, loss=2.0)
+                ),
+            )
+        if script.exit_code is None:
+            return
+        await asyncio.sleep(script.run_for)
+        if rank_of(pod) == 0:
+            if script.exit_code == 0:
+                final = TrainerReport(
+                    state="Succeeded",
+                    attempt=attempt,
+                    progress=ReportProgress(step=10, total_steps=10, loss=0.5, eval_loss=0.7),
+                    artifacts=ReportArtifacts(
+                        adapter="s3://runs/out/team-a/tune/adapter", manifest="s3://runs/out/team-a/tune/manifest.json"
+                    ),
+                    eval_loss_before=2.5,
+                )
+                await self.report(pod, final)
+            elif script.exit_code == 3:
+                await self.report(
+                    pod,
+                    TrainerReport(state="Failed", attempt=attempt, failure_class="permanent", message=script.message),
+                )
+        await self.set_terminated(ns, name, script.exit_code, script.message)
+
+    async def report(self, pod: Pod, report: TrainerReport) -> None:
+        ns = pod["metadata"]["namespace"]
+        cm = next(e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "KUBEPEFT_PROGRESS_CONFIGMAP")
+        await self.api_patch(f"/api/v1/namespaces/{ns}/configmaps/{cm}", {"data": {REPORT_KEY: report.to_json()}})
+
+
+@pytest.fixture
+def cluster(apiserver: ApiServer) -> ApiServer:
+    apiserver.create("secrets", NS, secret("model-creds", *S3_KEYS))
+    apiserver.create("secrets", NS, secret("s3-creds", *S3_KEYS))
+    return apiserver
+
+
+@pytest.fixture
+def start_trainers(cluster: ApiServer) -> Any:
+    started: list[TrainerKubelet] = []
+
+    def start(script: Callable[[Pod], PodScript | None]) -> TrainerKubelet:
+        kubelet = TrainerKubelet(cluster.url, script).start()
+        started.append(kubelet)
+        return kubelet
+
+    yield start
+    for kubelet in started:
+        kubelet.stop()
+
+
+def status(server: ApiServer, name: str = "tune") -> dict[str, Any]:
+    job = server.get("peftjobs", NS, name)
+    return (job or {}).get("status") or {}
+
+
+def wait_phase(server: ApiServer, phase: str, name: str = "tune", timeout: float = 20) -> dict[str, Any]:
+    return wait_for(
+        lambda: status(server, name) if status(server, name).get("phase") == phase else None,
+        timeout,
+        what=f"phase {phase} (last status: {status(server, name)})",
+    )
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in st["conditions"] if c["type"] == type_)
+
+
+def pods(server: ApiServer) -> list[Pod]:
+    return server.list("pods", NS, LABEL)
+
+
+def event_reasons(server: ApiServer) -> list[str]:
+    return [e.get("reason", "") for e in server.list("events", NS)]
+
+
+def test_job_runs_to_success_with_progress_artifacts_and_consistent_rendezvous(
+    cluster: ApiServer, start_operator: Any, start_trainers: Any
+) -> None:
+    operator = start_operator()
+    start_trainers(lambda p: PodScript(exit_code=0, run_for=0.5))
+    cluster.create("peftjobs", NS, peftjob())
+    running = wait_phase(cluster, "Running")
+    assert running["attempts"] == 1 and condition(running, "Running")["status"] == "True"
+    wait_for(lambda: (status(cluster).get("progress") or {}).get("step") == 5, what="progress from the report")
+    done = wait_phase(cluster, "Succeeded")
+    assert done["progress"]["step"] == 10 and done["progress"]["display"] == "10/10"
+    assert done["progress"]["evalLoss"] == 0.7 and done["evalLossBefore"] == 2.5
+    assert done["artifacts"]["manifest"] == "s3://runs/out/team-a/tune/manifest.json"
+    assert done["completionTime"] and done["startTime"] and done["observedGeneration"] == 1
+    assert condition(done, "Succeeded")["status"] == "True" and condition(done, "Running")["status"] == "False"
+    # The children, exactly once each, owned by the job.
+    uid = cluster.get("peftjobs", NS, "tune")["metadata"]["uid"]  # type: ignore[index]
+    names = {
+        p: sorted(o["metadata"]["name"] for o in cluster.list(p, NS, LABEL))
+        for p in ("configmaps", "services", "serviceaccounts", "roles", "rolebindings", "pods")
+    }
+    assert names == {
+        "configmaps": ["tune-config", "tune-progress"],
+        "services": ["tune"],
+        "serviceaccounts": ["tune-trainer"],
+        "roles": ["tune-trainer"],
+        "rolebindings": ["tune-trainer"],
+        "pods": ["tune-a1-0", "tune-a1-1"],
+    }
+    for pod in pods(cluster):
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == uid
+    # 2 nodes: one rendezvous, ranks 0..n-1.
+    envs = [{e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]} for p in pods(cluster)]
+    assert sorted(e["KUBEPEFT_NODE_RANK"] for e in envs) == ["0", "1"]
+    for key in ("KUBEPEFT_MASTER_ADDR", "KUBEPEFT_MASTER_PORT", "KUBEPEFT_NUM_NODES"):
+        assert len({e[key] for e in envs}) == 1
+    assert envs[0]["KUBEPEFT_MASTER_ADDR"] == f"tune-0.tune.{NS}.svc" and envs[0]["KUBEPEFT_NUM_NODES"] == "2"
+    wait_for(lambda: {"Created", "Running", "Succeeded"} <= set(event_reasons(cluster)), what="events")
+    # No finalizer (children go by garbage collection); status stays typed.
+    assert not cluster.get("peftjobs", NS, "tune")["metadata"].get("finalizers")  # type: ignore[index]
+    assert set(done) <= {
+        "phase",
+        "conditions",
+        "observedGeneration",
+        "startTime",
+        "completionTime",
+        "attempts",
+        "progress",
+        "artifacts",
+        "evalLossBefore",
+        "message",
+    }
+    assert operator.metrics.jobs.labels("Succeeded")._value.get() == 1
+    assert operator.metrics.attempts._value.get() == 1
+
+
+def test_a_failed_worker_restarts_the_gang_and_the_next_attempt_succeeds(
+    cluster: ApiServer, start_operator: Any, start_trainers: Any
+) -> None:
+    start_operator()
+
+    def script(pod: Pod) -> PodScript:
+        if attempt_of(pod) == 1 and rank_of(pod) == 1:
+            return PodScript(exit_code=1, message="connection reset by peer", run_for=0.2)
+        return PodScript(exit_code=0, run_for=0.3 if attempt_of(pod) > 1 else 5)
+
+    start_trainers(script)
+    cluster.create("peftjobs", NS, peftjob())
+    done = wait_phase(cluster, "Succeeded")
+    assert done["attempts"] == 2
+    assert condition(done, "Restarting")["status"] == "False"
+    job = cluster.get("peftjobs", NS, "tune")
+    assert job is not None and job["metadata"]["annotations"][naming.ANNOTATION_FAILED_ATTEMPTS] == "1"
+    wait_for(lambda: all(attempt_of(p) == 2 for p in pods(cluster)), what="attempt-1 pods deleted")
+    assert len(pods(cluster)) == 2
+    assert "Restarting" in event_reasons(cluster)
+
+
+def test_backoff_limit_exhausted_fails_the_job(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
+    start_operator()
+    start_trainers(lambda p: PodScript(exit_code=1 if rank_of(p) == 0 else None, message="OOM", run_for=0.1))
+    cluster.create("peftjobs", NS, peftjob(runPolicy={"backoffLimit": 1}))
+    failed = wait_phase(cluster, "Failed")
+    assert failed["attempts"] == 2
+    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert "OOM" in failed["message"]
+    wait_for(lambda: not [p for p in pods(cluster) if p["status"]["phase"] == "Running"], what="running pods deleted")
+
+
+def test_permanent_failure_fails_at_once_with_the_trainers_message(
+    cluster: ApiServer, start_operator: Any, start_trainers: Any
+) -> None:
+    start_operator()
+    message = "s3://data/train.jsonl:12: record has no field 'text'"
+    start_trainers(lambda p: PodScript(exit_code=3 if rank_of(p) == 0 else None, message=message, run_for=0.1))
+    cluster.create("peftjobs", NS, peftjob())
+    failed = wait_phase(cluster, "Failed")
+    assert failed["attempts"] == 1 and condition(failed, "Failed")["reason"] == "PermanentFailure"
+    assert "train.jsonl:12" in failed["message"] and "train.jsonl:12" in condition(failed, "Failed")["message"]
+    wait_for(lambda: [p["metadata"]["name"] for p in pods(cluster)] == ["tune-a1-0"], what="rank 1 deleted")
+
+
+def test_deadline_exceeded(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
+    start_operator()
+    start_trainers(lambda p: PodScript(exit_code=None))  # run forever
+    cluster.create("peftjobs", NS, peftjob(runPolicy={"activeDeadlineSeconds": 2}))
+    wait_phase(cluster, "Running")
+    failed = wait_phase(cluster, "Failed", timeout=10)
+    assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"
+    wait_for(lambda: not pods(cluster), what="workers deleted")
+
+
+def test_suspend_then_resume(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
+    start_operator()
+    kubelet = start_trainers(lambda p: PodScript(exit_code=None))
+    cluster.create("peftjobs", NS, peftjob())
+    wait_phase(cluster, "Running")
+    patch = {"spec": {"runPolicy": {"suspend": True}}}
+    cluster.call(
+        cluster.store.patch, cluster.rtype("peftjobs"), NS, "tune", patch, "application/merge-patch+json", None
+    )
+    suspended = wait_phase(cluster, "Suspended")
+    assert condition(suspended, "Suspended")["status"] == "True"
+    wait_for(lambda: not pods(cluster), what="workers deleted")
+    patch = {"spec": {"runPolicy": {"suspend": False}}}
+    cluster.call(
+        cluster.store.patch, cluster.rtype("peftjobs"), NS, "tune", patch, "application/merge-patch+json", None
+    )
+    running = wait_phase(cluster, "Running")
+    assert running["attempts"] == 2 and condition(running, "Suspended")["reason"] == "Resumed"
+    job = cluster.get("peftjobs", NS, "tune")
+    assert job is not None and naming.ANNOTATION_FAILED_ATTEMPTS not in (job["metadata"].get("annotations") or {})
+    for pod in pods(cluster):
+        kubelet.terminate(NS, pod["metadata"]["name"], 0)
+    assert wait_phase(cluster, "Succeeded")["observedGeneration"] == 3
+
+
+def test_ttl_deletes_the_finished_job_and_its_children(
+    cluster: ApiServer, start_operator: Any, start_trainers: Any
+) -> None:
+    start_operator()
+    start_trainers(lambda p: PodScript(exit_code=0))
+    cluster.create("peftjobs", NS, peftjob(runPolicy={"ttlSecondsAfterFinished": 1}))
+    wait_phase(cluster, "Succeeded")
+    wait_for(lambda: cluster.get("peftjobs", NS, "tune") is None, what="the job deleted by TTL")
+    for plural in ("pods", "configmaps", "services", "serviceaccounts", "roles", "rolebindings"):
+        assert cluster.list(plural, NS, LABEL) == [], plural
+
+
+def test_deleting_the_job_collects_its_children(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
+    start_operator()
+    start_trainers(lambda p: PodScript(exit_code=None))
+    cluster.create("peftjobs", NS, peftjob())
+    wait_phase(cluster, "Running")
+    cluster.delete("peftjobs", NS, "tune")
+    for plural in ("pods", "configmaps", "services", "serviceaccounts", "roles", "rolebindings"):
+        assert cluster.list(plural, NS, LABEL) == [], plural
+    assert cluster.list("secrets", NS)  # not ours: untouched
+
+
+def test_operator_restarted_mid_job_loses_no_transition_and_duplicates_nothing(
+    cluster: ApiServer, start_operator: Any, start_trainers: Any
+) -> None:
+    first = start_operator()
+    kubelet = start_trainers(lambda p: PodScript(exit_code=None))
+    cluster.create("peftjobs", NS, peftjob())
+    wait_phase(cluster, "Running")
+    first.stop()
+    # While the operator is away, the workers finish (and one extra event: the report).
+    for pod in pods(cluster):
+        kubelet.terminate(NS, pod["metadata"]["name"], 0)
+    second = start_operator()
+    done = wait_phase(cluster, "Succeeded")
+    assert done["attempts"] == 1
+    assert sorted(p["metadata"]["name"] for p in pods(cluster)) == ["tune-a1-0", "tune-a1-1"]
+    assert len(cluster.list("configmaps", NS, LABEL)) == 2 and len(cluster.list("services", NS, LABEL)) == 1
+    assert second.metrics.attempts._value.get() == 0  # nothing was started again
+
+
+def test_restart_between_status_write_and_pod_creation_creates_the_pods(
+    cluster: ApiServer, start_operator: Any, start_trainers: Any
+) -> None:
+    """The state a crash after the status write leaves: attempt 1 recorded, no pods yet."""
+    start_trainers(lambda p: PodScript(exit_code=0))
+    cluster.create("peftjobs", NS, peftjob())
+    cluster.patch_status(
+        "peftjobs", NS, "tune", {"phase": "Created", "attempts": 1, "startTime": "2026-01-01T00:00:00Z"}
+    )
+    start_operator()
+    done = wait_phase(cluster, "Succeeded")
+    assert done["attempts"] == 1 and len(pods(cluster)) == 2
+
+
+def test_missing_secret_fails_the_job_without_workers(apiserver: ApiServer, start_operator: Any) -> None:
+    start_operator()
+    apiserver.create("secrets", NS, secret("model-creds", "AWS_ACCESS_KEY_ID"))  # a key is missing
+    apiserver.create("peftjobs", NS, peftjob())
+    failed = wait_phase(apiserver, "Failed")
+    assert condition(failed, "Failed")["reason"] == "SecretKeyNotFound"
+    assert "AWS_SECRET_ACCESS_KEY" in failed["message"] and "eA==" not in str(failed)
+    apiserver.create(
+        "peftjobs", NS, peftjob("other", output={"uri": "s3://runs/out", "credentialsSecretRef": {"name": "nope"}})
+    )
+    other = wait_phase(apiserver, "Failed", name="other")
+    assert condition(other, "Failed")["reason"] in ("SecretNotFound", "SecretKeyNotFound")
+    assert apiserver.list("pods", NS) == []
+
+
+def test_dropped_watch_streams_do_not_lose_events(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
+    start_operator()
+    kubelet = start_trainers(lambda p: PodScript(exit_code=None))
+    cluster.create("peftjobs", NS, peftjob())
+    wait_phase(cluster, "Running")
+    assert cluster.drop_watches() >= 3
+    for pod in pods(cluster):
+        kubelet.terminate(NS, pod["metadata"]["name"], 0)
+    wait_phase(cluster, "Succeeded")
