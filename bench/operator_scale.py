@@ -136,7 +136,9 @@ class RssSampler(threading.Thread):
             time.sleep(0.05)
 
 
-async def run_jobs(server: ApiServer, jobs: int, nodes: int, rate: float) -> tuple[dict[str, float], float]:
+async def run_jobs(
+    server: ApiServer, jobs: int, nodes: int, rate: float, timeout: float
+) -> tuple[dict[str, float], float]:
     expected = 6 + nodes
     created_at: dict[str, float] = {}
     children: dict[str, set[str]] = {}
@@ -178,7 +180,7 @@ async def run_jobs(server: ApiServer, jobs: int, nodes: int, rate: float) -> tup
                 assert r.status == 201, await r.text()
             if rate > 0:
                 await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.perf_counter()))
-        await asyncio.wait_for(done.wait(), timeout=600)
+        await asyncio.wait_for(done.wait(), timeout=timeout)
         elapsed = time.perf_counter() - started
         collector.cancel()
         for task in tasks:
@@ -193,6 +195,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="jobs per second; 0 = submit as one burst")
     parser.add_argument("--max-workers", type=int, default=0, help="KUBEPEFT_MAX_WORKERS (0 = kopf default)")
     parser.add_argument("--baseline-samples", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for all children")
     args = parser.parse_args()
 
     server = ApiServer().start()
@@ -211,7 +214,7 @@ def main() -> int:
             time.sleep(1.0)
             idle_rss = sampler.process.memory_info().rss
             requests_before = dict(server.store.requests)
-            latencies, elapsed = asyncio.run(run_jobs(server, args.jobs, args.nodes, args.rate))
+            latencies, elapsed = asyncio.run(run_jobs(server, args.jobs, args.nodes, args.rate, args.timeout))
         finally:
             sampler.stop_flag.set()
             operator.terminate()

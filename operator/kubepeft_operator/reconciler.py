@@ -244,10 +244,9 @@ class Reconciler:
             self.requeue(key, decision.requeue_after + 0.05)
 
     async def _create_pods(self, job: JobIdentity, spec: PeftJobSpec, action: CreatePods) -> None:
-        # The pods need the ConfigMap, the ServiceAccount and the Service; create those first
-        # (idempotent: an existing child is left as it is).
-        for child in render_job_children(job, spec, self.settings):
-            await self.kube.create(child)
+        # The pods need the ConfigMap, the ServiceAccount and the Service; create those first,
+        # concurrently (idempotent: an existing child is left as it is).
+        await asyncio.gather(*(self.kube.create(child) for child in render_job_children(job, spec, self.settings)))
         pods = [
             p
             for p in render_workers(job, spec, self.settings, action.attempt)

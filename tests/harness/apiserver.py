@@ -14,7 +14,7 @@ stale resourceVersion, 422 on a failed JSON-patch test), label and field selecto
 that honour ``resourceVersion`` (exactly the later events; 410 when too old),
 ``timeoutSeconds``, bookmarks and ``sendInitialEvents``, and ownerReference garbage collection
 (background, foreground, orphan). Not emulated: authentication/RBAC, admission, defaulting
-beyond ``status.phase=Pending``, graceful pod deletion, strategic merge of lists (treated as a
+beyond ``status.phase=Pending`` (the first object in a namespace creates the Namespace), graceful pod deletion, strategic merge of lists (treated as a
 merge patch), CEL rules. PeftJobs are served from the generated CRD: unknown fields are pruned
 and the rest validated against its openAPIV3Schema, as the API server does.
 """
@@ -334,6 +334,8 @@ class ApiServer:
             resources = [r for r in resources if r.key != rtype.key] + [rtype]
             schemas[rtype.key] = schema
         self.store = Store(resources, history=history, schemas=schemas)
+        for namespace in ("default", "kube-system"):
+            self.store._ensure_namespace(namespace)
         self._app = ApiServerApp(self.store, bookmark_interval)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-apiserver", daemon=True)

@@ -205,6 +205,7 @@ class Store:
                     400, "BadRequest", "the namespace of the provided object does not match the namespace sent"
                 )
             meta["namespace"] = namespace
+            self._ensure_namespace(namespace)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         if not meta.get("name"):
@@ -236,6 +237,12 @@ class Store:
             # The garbage collector removes objects whose owners are all gone (a create racing a delete).
             self.delete(rtype, namespace, meta["name"], "Background")
         return copy.deepcopy(obj)
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        """A harness convenience: the first object in a namespace creates it (a real server answers 404)."""
+        ns_type = self.resources.get(("", "v1", "namespaces"))
+        if ns_type is not None and (ns_type.key, "", namespace) not in self.objects:
+            self.create(ns_type, None, {"metadata": {"name": namespace}})
 
     def _check_preconditions(self, rtype: ResourceType, current: Obj, new_rv: str | None) -> None:
         if new_rv not in (None, "") and new_rv != current["metadata"]["resourceVersion"]:

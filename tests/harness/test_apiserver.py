@@ -70,6 +70,7 @@ def test_create_stamps_metadata_and_takes_namespace_from_url(core: kubernetes.cl
     assert int(b.metadata.resource_version) > int(a.metadata.resource_version)
     assert a.metadata.creation_timestamp is not None
     assert a.metadata.generation == 1
+    assert NS in [n.metadata.name for n in core.list_namespace().items]  # the first object creates its namespace
     with pytest.raises(ApiException) as exists:
         core.create_namespaced_config_map(NS, cm("a"))
     assert exists.value.status == 409

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-
-from kubepeft.api.models import DatasetSpec, TrainingSpec
 from kubepeft_trainer.data import build_datasets, collate, fetch_dataset, load_records, split_records
 from kubepeft_trainer.data.templates import IGNORE_INDEX
 from kubepeft_trainer.errors import PermanentTrainerError
 from kubepeft_trainer.tiny_model import tiny_chat_records, tiny_text_records, tiny_training_records
+
+from kubepeft.api.models import DatasetSpec, TrainingSpec
 from tests.fixtures.trainer import write_records
 
 torch.set_num_threads(1)
@@ -105,9 +105,7 @@ def test_chat_without_generation_markers_finds_assistant_turns_by_prefix(tiny_mo
     from kubepeft_trainer.model_loading import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir, trust_remote_code=False)
-    tokenizer.chat_template = tokenizer.chat_template.replace("{% generation %}", "").replace(
-        "{% endgeneration %}", ""
-    )
+    tokenizer.chat_template = tokenizer.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
     conversation = {
         "messages": [
             {"role": "system", "content": "count"},
@@ -143,8 +141,10 @@ def test_packing_fills_full_length_sequences(tokenizer: Any) -> None:
     assert packed.num_tokens() == unpacked.num_tokens()
     stream = [t for e in unpacked for t in e["input_ids"]]
     assert [t for e in packed for t in e["input_ids"]] == stream
-    with pytest.raises(PermanentTrainerError, match="training.packing"):
-        build_datasets(dataset_spec("/d", template="promptResponse"), training_spec(packing=True), tokenizer, [], seed=0)
+    with pytest.raises(PermanentTrainerError, match=r"training\.packing"):
+        build_datasets(
+            dataset_spec("/d", template="promptResponse"), training_spec(packing=True), tokenizer, [], seed=0
+        )
 
 
 def test_split_is_seeded_disjoint_and_respects_max_samples() -> None:
@@ -226,7 +226,9 @@ def test_csv_errors_name_the_line(tmp_path: Path) -> None:
 
 
 def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
-    path = write_records(tmp_path, [{"prompt": "a =", "response": " b"}, {"prompt": "c =", "response": None}], "parquet")
+    path = write_records(
+        tmp_path, [{"prompt": "a =", "response": " b"}, {"prompt": "c =", "response": None}], "parquet"
+    )
     with pytest.raises(PermanentTrainerError, match=r"data\.parquet: row index 1: missing field 'response'"):
         load_records(dataset_spec(path, format="parquet", template="promptResponse"), path)
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
@@ -263,7 +265,11 @@ def test_fetch_s3_object_and_verified_prefix(tmp_path: Path, s3_server: Any, s3_
 
     records = tiny_training_records(10)
     local = write_records(tmp_path / "src", records, "jsonl")
-    access = {"endpoint": s3_server.endpoint, "region": s3_server.region, "credentials_dir": str(s3_server.credentials_dir)}
+    access = {
+        "endpoint": s3_server.endpoint,
+        "region": s3_server.region,
+        "credentials_dir": str(s3_server.credentials_dir),
+    }
     store = open_store(f"s3://{s3_bucket}", **access)
     store.upload_file(local, f"s3://{s3_bucket}/single/data.jsonl")
     store.upload_dir(local.parent, f"s3://{s3_bucket}/prefix", metadata={"kind": "dataset"})

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import torch
-
 from kubepeft_trainer.data import build_datasets, collate
 from kubepeft_trainer.errors import PermanentTrainerError
 from kubepeft_trainer.methods import get_method
 from kubepeft_trainer.model_loading import load_base_model, load_tokenizer
-from kubepeft_trainer.tiny_model import tiny_training_records
+from kubepeft_trainer.tiny_model import LETTERS, count, tiny_training_records
+
 from tests.fixtures.trainer import make_spec, train_steps
 
 torch.set_num_threads(1)
@@ -73,10 +73,10 @@ def greedy(model: Any, tokenizer: Any, prompt: str) -> str:
     return str(tokenizer.decode(out[0, ids.shape[1] :]))
 
 
-def exact_answers(model: Any, tokenizer: Any, n: int = 20) -> int:
+def exact_answers(model: Any, tokenizer: Any) -> int:
+    """How many of the task's 25 distinct prompts (``b =`` ... ``z =``) greedy decoding answers exactly."""
     model.eval()
-    records = tiny_training_records(n, seed=123)
-    return sum(greedy(model, tokenizer, r["prompt"]) == r["response"] + "</s>" for r in records)
+    return sum(greedy(model, tokenizer, f"{c} =") == count(c, "down") + "</s>" for c in LETTERS[1:])
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -122,10 +122,9 @@ def test_dora_adds_trainable_magnitudes(tiny_model_dir: Path, tokenizer: Any) ->
 
 @pytest.mark.parametrize(("bias", "expected"), [("none", set()), ("lora_only", {"q_proj", "v_proj"}), ("all", None)])
 def test_lora_bias_options(tiny_model_dir: Path, tokenizer: Any, bias: str, expected: set[str] | None) -> None:
+    from kubepeft_trainer.methods.lora import lora_config
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from kubepeft_trainer.methods.lora import lora_config
 
     spec = make_spec(tiny_model_dir, lora={"r": 2, "targetModules": ["q_proj", "v_proj"], "bias": bias})
     # The tiny Llama has no biases; give it some (initialised fresh) to see which ones train.
@@ -146,8 +145,8 @@ def test_lora_trains_fast_and_adapter_reloads_exactly(
     before = exact_answers(model, tokenizer)
     losses = train_steps(model, examples, steps=30, lr=1e-2, pad_token_id=tokenizer.pad_token_id)
     assert losses[-1] < 0.1 * losses[0]
-    assert before == 0 and exact_answers(model, tokenizer) >= 18
-    model.save_pretrained(tmp_path / "adapter")
+    assert before == 0 and exact_answers(model, tokenizer) >= 22  # measured 23 of 25
+    model.save_pretrained(str(tmp_path / "adapter"))
     batch = collate(examples[:8], tokenizer.pad_token_id)
     spec = make_spec(tiny_model_dir)
     reloaded = PeftModel.from_pretrained(load_base_model(tiny_model_dir, spec), tmp_path / "adapter")
@@ -159,7 +158,7 @@ def test_training_continues_from_an_existing_adapter(
 ) -> None:
     model = apply(tiny_model_dir, tokenizer, lora={"r": 4})
     train_steps(model, examples, steps=3, lr=1e-2, pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(tmp_path / "start")
+    model.save_pretrained(str(tmp_path / "start"))
     spec = make_spec(tiny_model_dir, lora={"r": 8})  # the adapter's own config (r=4) wins
     resumed = get_method(spec).apply(
         load_base_model(tiny_model_dir, spec), tokenizer, spec, adapter_path=tmp_path / "start"
@@ -168,7 +167,9 @@ def test_training_continues_from_an_existing_adapter(
     saved, loaded = dict(model.named_parameters()), dict(resumed.named_parameters())
     assert all(torch.equal(saved[n], loaded[n]) for n in trainable(model))
     prompt_spec = make_spec(tiny_model_dir, method="promptTuning")
-    with pytest.raises(PermanentTrainerError, match="a LORA adapter cannot be trained further with method promptTuning"):
+    with pytest.raises(
+        PermanentTrainerError, match="a LORA adapter cannot be trained further with method promptTuning"
+    ):
         get_method(prompt_spec).apply(
             load_base_model(tiny_model_dir, prompt_spec), tokenizer, prompt_spec, adapter_path=tmp_path / "start"
         )
@@ -187,9 +188,8 @@ def test_qlora_4bit_nf4_double_quant_trains_and_reloads_exactly(
     tiny_model_dir: Path, tokenizer: Any, examples: list[dict[str, list[int]]], tmp_path: Path
 ) -> None:
     import bitsandbytes as bnb
-    from peft import PeftModel
-
     from kubepeft_trainer.methods.qlora import disable_cpu_inference_repack
+    from peft import PeftModel
 
     spec = qlora_spec(tiny_model_dir, quantType="nf4", doubleQuant=True)
     base = load_base_model(tiny_model_dir, spec)
@@ -205,7 +205,7 @@ def test_qlora_4bit_nf4_double_quant_trains_and_reloads_exactly(
     assert all(not m.support_avx512bf16_for_cpu for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
     losses = train_steps(model, examples, steps=15, lr=1e-2, pad_token_id=tokenizer.pad_token_id)
     assert losses[-1] < 0.2 * losses[0]
-    model.save_pretrained(tmp_path / "adapter")
+    model.save_pretrained(str(tmp_path / "adapter"))
 
     fresh = load_base_model(tiny_model_dir, spec)
     disable_cpu_inference_repack(fresh)
@@ -233,7 +233,7 @@ def test_qlora_8bit_and_fp4_load_and_take_a_step(
 def test_qlora_needs_a_quantized_base(tiny_model_dir: Path, tokenizer: Any) -> None:
     spec = qlora_spec(tiny_model_dir)
     plain = load_base_model(tiny_model_dir, make_spec(tiny_model_dir))
-    with pytest.raises(PermanentTrainerError, match="spec.quantization"):
+    with pytest.raises(PermanentTrainerError, match=r"spec\.quantization"):
         get_method(spec).apply(plain, tokenizer, spec)
 
 
@@ -258,21 +258,18 @@ def test_prompt_tuning_text_init_copies_the_text_embeddings(tiny_model_dir: Path
     assert torch.equal(model.prompt_encoder["default"].embedding.weight, embeddings)
 
 
-def test_prompt_tuning_learns_the_task_and_reloads_exactly(
+def test_prompt_tuning_reloads_exactly_after_slicing_virtual_tokens(
     tiny_model_dir: Path, tokenizer: Any, examples: list[dict[str, list[int]]], tmp_path: Path
 ) -> None:
     from peft import PeftModel
 
     n_virtual = 4
-    spec_overrides = {"method": "promptTuning", "promptTuning": {"numVirtualTokens": n_virtual}}
-    model = apply(tiny_model_dir, tokenizer, **spec_overrides)
-    assert exact_answers(model, tokenizer) <= 2  # random virtual tokens may tip a prompt or two
-    losses = train_steps(model, examples, steps=120, lr=1e-1, pad_token_id=tokenizer.pad_token_id)
-    assert sum(losses[-10:]) / 10 < 0.1 * losses[0]
-    assert exact_answers(model, tokenizer) >= 12  # measured 16/20: only a soft prompt learns
-
-    model.save_pretrained(tmp_path / "prompt")
-    spec = make_spec(tiny_model_dir, **spec_overrides)
+    overrides: dict[str, Any] = {"method": "promptTuning", "promptTuning": {"numVirtualTokens": n_virtual}}
+    model = apply(tiny_model_dir, tokenizer, **overrides)
+    losses = train_steps(model, examples, steps=10, lr=1e-1, pad_token_id=tokenizer.pad_token_id)
+    assert losses[-1] < losses[0]
+    model.save_pretrained(str(tmp_path / "prompt"))
+    spec = make_spec(tiny_model_dir, **overrides)
     reloaded = PeftModel.from_pretrained(load_base_model(tiny_model_dir, spec), tmp_path / "prompt")
     batch = collate(examples[:8], tokenizer.pad_token_id)
     trained_logits, reloaded_logits = logits(model, batch), logits(reloaded, batch)
@@ -280,3 +277,14 @@ def test_prompt_tuning_learns_the_task_and_reloads_exactly(
     # The logits include the virtual-token positions: compare the real tokens only.
     diff = (trained_logits[:, n_virtual:] - reloaded_logits[:, n_virtual:]).abs().max().item()
     assert diff == 0.0
+
+
+@pytest.mark.slow
+def test_prompt_tuning_learns_the_task(
+    tiny_model_dir: Path, tokenizer: Any, examples: list[dict[str, list[int]]]
+) -> None:
+    model = apply(tiny_model_dir, tokenizer, method="promptTuning", promptTuning={"numVirtualTokens": 4})
+    assert exact_answers(model, tokenizer) <= 2  # measured 0; random virtual tokens could tip one or two
+    losses = train_steps(model, examples, steps=120, lr=1e-1, pad_token_id=tokenizer.pad_token_id)
+    assert sum(losses[-10:]) / 10 < 0.1 * losses[0]
+    assert exact_answers(model, tokenizer) >= 14  # measured 17 of 25: a 4-token soft prompt is weaker than LoRA

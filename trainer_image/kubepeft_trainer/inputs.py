@@ -74,3 +74,17 @@ def load_training_inputs(config: TrainerConfig, workdir: Path, *, device_map: An
     return TrainingInputs(
         model, tokenizer, train, validation or [], partial(collate, pad_token_id=tokenizer.pad_token_id)
     )
+
+
+def preflight_dataset(config: TrainerConfig, workdir: Path) -> int:
+    """Fetch (into the ranks' cache) and validate the dataset before any rank starts: a malformed
+    row fails the job in seconds with its file and line, not after the ranks have loaded the model.
+    Returns the number of records. Light: no torch import."""
+    from kubepeft_trainer.data.fetch import fetch_dataset
+    from kubepeft_trainer.data.records import load_records
+
+    spec = config.spec
+    if spec.dataset is None:
+        return 0
+    path = fetch_dataset(spec.dataset, workdir, **_access(config, "dataset"))
+    return len(load_records(spec.dataset, path))

@@ -160,6 +160,9 @@ def launch(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: 
             artifacts = run_merge_only(config, workdir, reporter)
             reporter.publish(state="Succeeded", artifacts=artifacts, message="adapters merged")
             return EXIT_OK
+        from kubepeft_trainer.inputs import preflight_dataset
+
+        preflight_dataset(config, workdir / "inputs")
         rc = run_ranks(config, config_path, env, workdir)
         code, message = classify_exit(rc, read_failures(workdir))
         if code != EXIT_OK:

@@ -84,7 +84,8 @@ def merge_weighted_adapters(
     combination, weights and names from ``spec.adapters``.
     """
     if isinstance(out_dir, PeftJobSpec):  # the (base, adapters, out_dir, spec) form
-        spec, out_dir, combination = out_dir, Path(combination), spec_combination(out_dir)
+        job_spec: PeftJobSpec = out_dir
+        spec, out_dir, combination = job_spec, Path(combination), spec_combination(job_spec)
     if out_dir is None or isinstance(combination, Path):
         raise TypeError("merge_weighted_adapters(base, adapters, combination, out_dir, ...)")
     out_dir = Path(out_dir)

@@ -56,8 +56,7 @@ class PeftMethod(ABC):
             kind = str(getattr(existing.peft_type, "value", existing.peft_type))
             if kind != self.peft_type:
                 raise PermanentTrainerError(
-                    f"adapters.sources[0]: a {kind} adapter cannot be trained "
-                    f"further with method {self.name}"
+                    f"adapters.sources[0]: a {kind} adapter cannot be trained further with method {self.name}"
                 )
             log.info("continuing adapter %s (its own config applies, not spec.%s)", adapter_path, self.config_field())
             peft_model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
