@@ -39,7 +39,7 @@ from kubepeft.storage.store import Store
 
 EXAMPLE = Path("examples") / "tiny-lora.yaml"
 DEMO_RECORDS = 512
-SAMPLE_PROMPT = "c d e f ="
+SAMPLE_SEED = 2024
 
 
 def default_example() -> Path:
@@ -75,17 +75,17 @@ class DemoPaths:
         return self.root / "results" / name
 
 
-def records_for(job: LoadedJob, count: int) -> list[dict[str, Any]]:
+def records_for(job: LoadedJob, count: int, seed: int = 0) -> list[dict[str, Any]]:
     """The tiny task in the shape the job's dataset template reads."""
     from kubepeft_trainer.tiny_model import tiny_chat_records, tiny_text_records, tiny_training_records
 
     assert job.spec.dataset is not None
     template = job.spec.dataset.template
     if template == "chat":
-        return tiny_chat_records(count)
+        return tiny_chat_records(count, seed=seed)
     if template == "text":
-        return tiny_text_records(count)
-    return tiny_training_records(count)
+        return tiny_text_records(count, seed=seed)
+    return tiny_training_records(count, seed=seed)
 
 
 def ensure_model(paths: DemoPaths, console: Console) -> Path:
@@ -185,35 +185,53 @@ def verify_artifacts(job: LoadedJob, server: Server, paths: DemoPaths, console: 
     return local
 
 
-def greedy_sample(model_dir: Path, prompt: str, max_new_tokens: int = 12) -> str:
-    """A greedy continuation of ``prompt`` from a saved causal LM (plain transformers)."""
+def sample_prompt(job: LoadedJob) -> tuple[str | list[dict[str, str]], str] | None:
+    """A prompt of the tiny task (unseen seed) and its expected answer; None for the text template."""
+    record = records_for(job, 1, seed=SAMPLE_SEED)[0]
+    if "prompt" in record:
+        return str(record["prompt"]), str(record["response"])
+    if "messages" in record:
+        *context, answer = record["messages"]
+        return list(context), str(answer["content"])
+    return None
+
+
+def greedy_sample(model_dir: Path, prompt: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
+    """A greedy continuation of ``prompt`` (text, or chat messages) from a saved causal LM (plain transformers)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
-    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    if isinstance(prompt, str):
+        input_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    else:
+        input_ids = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
     with torch.no_grad():
         out = model.generate(
-            **inputs,
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
-    return str(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+    return str(tokenizer.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True))
 
 
-def show_sample(paths: DemoPaths, results: Path, console: Console) -> None:
+def show_sample(job: LoadedJob, paths: DemoPaths, results: Path, console: Console) -> None:
     merged = results / "merged"
-    if not (merged / "config.json").is_file():
+    sample = sample_prompt(job)
+    if sample is None or not (merged / "config.json").is_file():
         return
-    console.print(f"sample (greedy) for {SAMPLE_PROMPT!r}:", highlight=False)
-    console.print(f"  base model:   {greedy_sample(paths.model, SAMPLE_PROMPT)!r}", highlight=False)
-    console.print(
-        f"  merged model: {greedy_sample(merged, SAMPLE_PROMPT)!r}  (the task: shift each letter)", highlight=False
-    )
+    prompt, expected = sample
+    shown = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+    console.print(f"greedy sample for {shown!r} (the fine-tuning target: {expected!r}):", highlight=False)
+    console.print(f"  base model:   {greedy_sample(paths.model, prompt)!r}", highlight=False)
+    console.print(f"  merged model: {greedy_sample(merged, prompt)!r}", highlight=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,5 +280,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"storage: {error}", file=sys.stderr)
         return 1 if error.retryable else 3
     if not args.no_sample:
-        show_sample(paths, results, console)
+        show_sample(job, paths, results, console)
     return 0

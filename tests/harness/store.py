@@ -112,10 +112,12 @@ class Store:
         self.schemas = dict(schemas or {})
         """openAPIV3Schema per custom resource: unknown fields are pruned, the rest validated."""
         self.objects: dict[ObjKey, Obj] = {}
+        self._by_type: dict[tuple[str, str, str], set[ObjKey]] = {}
+        self._uids: dict[str, ObjKey] = {}
         self.rv = 0
         self.history: deque[WatchEvent] = deque(maxlen=history)
         self.watches: set[Watch] = set()
-        self._uids = (str(uuid.UUID(int=i, version=4)) for i in itertools.count(1))
+        self._uid_source = (str(uuid.UUID(int=i, version=4)) for i in itertools.count(1))
         self.requests: dict[str, int] = {}
 
     # --- lookup ------------------------------------------------------------------------------
@@ -143,8 +145,9 @@ class Store:
         fields: tuple[Requirement, ...] = (),
     ) -> builtins.list[Obj]:
         items = []
-        for (rkey, ns, _name), obj in sorted(self.objects.items(), key=lambda kv: kv[0]):
-            if rkey != rtype.key or (namespace is not None and rtype.namespaced and ns != namespace):
+        for key in sorted(self._by_type.get(rtype.key, ())):
+            obj = self.objects[key]
+            if namespace is not None and rtype.namespaced and key[1] != namespace:
                 continue
             if labels_match(labels, obj) and fields_match(fields, obj):
                 items.append(copy.deepcopy(obj))
@@ -223,7 +226,7 @@ class Store:
             )
         for server_field in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(server_field, None)
-        meta["uid"] = next(self._uids)
+        meta["uid"] = next(self._uid_source)
         meta["creationTimestamp"] = _now()
         meta["generation"] = 1
         if rtype.status_subresource:
@@ -231,9 +234,11 @@ class Store:
             obj["status"] = {"phase": "Pending"} if rtype.kind == "Pod" and rtype.group == "" else {}
         self._bump(obj)
         self.objects[key] = obj
+        self._by_type.setdefault(rtype.key, set()).add(key)
+        self._uids[meta["uid"]] = key
         self._emit(rtype, "ADDED", obj, None)
         refs = meta.get("ownerReferences") or []
-        if refs and not any(r.get("uid") in self._uids_alive() for r in refs):
+        if refs and not any(r.get("uid") in self._uids for r in refs):
             # The garbage collector removes objects whose owners are all gone (a create racing a delete).
             self.delete(rtype, namespace, meta["name"], "Background")
         return copy.deepcopy(obj)
@@ -370,17 +375,16 @@ class Store:
         gone = copy.deepcopy(current)
         self._bump(gone)
         del self.objects[key]
+        self._by_type[rtype.key].discard(key)
+        self._uids.pop(current["metadata"]["uid"], None)
         self._emit(rtype, "DELETED", gone, current)
         return gone
 
     # --- garbage collection ------------------------------------------------------------------
 
-    def _uids_alive(self) -> set[str]:
-        return {o["metadata"]["uid"] for o in self.objects.values()}
-
     def _collect_dependents(self, owner_uid: str, propagation: str) -> None:
         """Delete every object whose owners (by uid) are all gone, recursively."""
-        alive = self._uids_alive()
+        alive = self._uids
         for key, obj in list(self.objects.items()):
             refs = obj["metadata"].get("ownerReferences") or []
             if not any(r.get("uid") == owner_uid for r in refs):

@@ -98,9 +98,23 @@ def load_base_model(path: Path, spec: PeftJobSpec, *, device_map: Any = None) ->
         if spec.quantization is None:
             raise PermanentTrainerError("spec.quantization: required for method qlora")
         kwargs["quantization_config"] = quantization_config(spec.quantization)
+        if device_map is None:
+            device_map = _kbit_device_map()
     if device_map is not None:
         kwargs["device_map"] = device_map
     return load_causal_lm(path, **kwargs)
+
+
+def _kbit_device_map() -> dict[str, int] | None:
+    """On GPUs, each DDP rank places its whole quantized base on its own device: bitsandbytes weights
+    are quantized when placed and cannot be moved afterwards by accelerate."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
 
 
 def load_causal_lm(path: Path, **kwargs: Any) -> PreTrainedModel:

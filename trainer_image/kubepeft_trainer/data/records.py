@@ -26,17 +26,16 @@ def load_records(ds: DatasetSpec, source: Path | str) -> list[Record]:
     source = Path(source)
     if ds.format == "hf":
         records = list(_read_hf(source, ds))
+        where = f"dataset {ds.uri} (split {ds.split})"
     else:
         records = []
         for path, display in _data_files(source, ds):
-            for where, record in _READERS[ds.format](path, display):
-                check_record(record, ds, where)
+            for location, record in _READERS[ds.format](path, display):
+                check_record(record, ds, location)
                 records.append(record)
-        if not records:
-            raise PermanentTrainerError(f"dataset {ds.uri}: no records")
-        return records
+        where = f"dataset {ds.uri}"
     if not records:
-        raise PermanentTrainerError(f"dataset {ds.uri} (split {ds.split}): no records")
+        raise PermanentTrainerError(f"{where}: no records")
     return records
 
 
