@@ -204,12 +204,14 @@ def greedy_sample(model_dir: Path, prompt: str | list[dict[str, str]], max_new_t
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
+    encoded: Any
     if isinstance(prompt, str):
-        input_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     else:
-        input_ids = tokenizer.apply_chat_template(
+        encoded = tokenizer.apply_chat_template(
             prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )["input_ids"]
+        )
+    input_ids = encoded["input_ids"]
     with torch.no_grad():
         out = model.generate(
             input_ids=input_ids,

@@ -84,6 +84,8 @@ def run_loaded_job(
         lines = failure_lines(run.config, outcome)
         if outcome.report is None or not outcome.report.message:
             lines.append(log_excerpt(outcome))
+    if storage.embedded:
+        lines.append(f"(the embedded S3 server has stopped; its data stays in {plan.embedded_data_dir})")
     for line in lines:
         console.print(line, markup=False, highlight=False)
     return outcome

@@ -13,10 +13,12 @@ and JSON-patch/delete/deletecollection, the status subresource kept apart from t
 stale resourceVersion, 422 on a failed JSON-patch test), label and field selectors, watches
 that honour ``resourceVersion`` (exactly the later events; 410 when too old),
 ``timeoutSeconds``, bookmarks and ``sendInitialEvents``, and ownerReference garbage collection
-(background, foreground, orphan). Not emulated: authentication/RBAC, admission, defaulting
-beyond ``status.phase=Pending`` (the first object in a namespace creates the Namespace), graceful pod deletion, strategic merge of lists (treated as a
-merge patch), CEL rules. PeftJobs are served from the generated CRD: unknown fields are pruned
-and the rest validated against its openAPIV3Schema, as the API server does.
+(background, foreground, orphan, dangling owners). PeftJobs are served from the generated CRD:
+unknown fields are pruned and the rest validated against its openAPIV3Schema.
+
+Not emulated: authentication/RBAC, admission, defaulting (beyond ``status.phase=Pending``; the
+first object in a namespace creates the Namespace), graceful pod deletion, strategic merge of
+lists (treated as a merge patch), CEL rules.
 """
 
 from __future__ import annotations
