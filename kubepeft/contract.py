@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubepeft.api.models import PeftJobSpec
 
-CONFIG_VERSION = "kubepeft.dev/trainer-config/v1"
-REPORT_VERSION = "kubepeft.dev/trainer-report/v1"
+CONFIG_VERSION: Literal["kubepeft.dev/trainer-config/v1"] = "kubepeft.dev/trainer-config/v1"
+REPORT_VERSION: Literal["kubepeft.dev/trainer-report/v1"] = "kubepeft.dev/trainer-report/v1"
 
 DEFAULT_CONFIG_PATH = "/etc/kubepeft/config.json"
 CONFIG_KEY = "config.json"

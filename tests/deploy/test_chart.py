@@ -42,7 +42,7 @@ def _grant(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> se
 
 
 NAMESPACED_NEEDS = (
-    _grant("kubepeft.dev", ("peftjobs", "peftjobs/status", "peftjobs/finalizers"), ALL_VERBS)
+    _grant("kubepeft.dev", ("peftjobs", "peftjobs/status"), ALL_VERBS)
     | _grant("", ("pods", "services", "configmaps", "serviceaccounts"), CHILD_VERBS)
     | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "list", "watch", "create", "delete"))
     | _grant("", ("secrets",), ("get",))
@@ -56,7 +56,9 @@ CLUSTER_WIDE_NEEDS = (
     | _grant("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"))
 )
 PER_NAMESPACE_NEEDS = NAMESPACED_NEEDS | _grant("kopf.dev", ("kopfpeerings",), ("get", "list", "watch", "patch"))
-CRD_SCAN_NEEDS = _grant("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"))
+CRD_SCAN_NEEDS = _grant("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch")) | _grant(
+    "", ("namespaces",), ("list", "watch")
+)
 
 
 @pytest.fixture(scope="module", params=sorted(SCENARIOS))

@@ -86,7 +86,7 @@ wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 */}}
 {{- define "kubepeft.operatorRules" -}}
 - apiGroups: ["kubepeft.dev"]
-  resources: ["peftjobs", "peftjobs/status", "peftjobs/finalizers"]
+  resources: ["peftjobs", "peftjobs/status"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods", "services", "configmaps", "serviceaccounts"]
