@@ -8,6 +8,7 @@ them) wins; otherwise the standard AWS chain (environment, shared config, instan
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ MB = 1024 * 1024
 ACCESS_KEY_FILE = "AWS_ACCESS_KEY_ID"
 SECRET_KEY_FILE = "AWS_SECRET_ACCESS_KEY"
 SESSION_TOKEN_FILE = "AWS_SESSION_TOKEN"
+RETRY_MODES = ("standard", "adaptive", "legacy")  # botocore's retry modes
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,32 @@ class TransferTuning:
     read_timeout: float = 60.0
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> TransferTuning:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TransferTuning:
+        """Overrides from ``KUBEPEFT_S3_*``; a malformed value is a permanent error naming the variable."""
         env = os.environ if environ is None else environ
         defaults = cls()
-        part = int(env.get("KUBEPEFT_S3_PART_MB", "0") or 0) * MB or defaults.part_size
+
+        def positive(name: str) -> int:
+            value = (env.get(name) or "").strip()
+            if not value:
+                return 0
+            if not value.isdigit() or int(value) < 1:
+                raise PermanentStorageError(f"{name} must be a positive integer, not {value!r}", code="InvalidConfig")
+            return int(value)
+
+        retry_mode = (env.get("KUBEPEFT_S3_RETRY_MODE") or "").strip() or defaults.retry_mode
+        if retry_mode not in RETRY_MODES:
+            raise PermanentStorageError(
+                f"KUBEPEFT_S3_RETRY_MODE must be one of {', '.join(RETRY_MODES)}, not {retry_mode!r}",
+                code="InvalidConfig",
+            )
+        part = positive("KUBEPEFT_S3_PART_MB") * MB or defaults.part_size
         return cls(
             multipart_threshold=part,
             part_size=part,
-            concurrency=int(env.get("KUBEPEFT_S3_CONCURRENCY", "0") or 0) or defaults.concurrency,
-            max_attempts=int(env.get("KUBEPEFT_S3_MAX_ATTEMPTS", "0") or 0) or defaults.max_attempts,
-            retry_mode=env.get("KUBEPEFT_S3_RETRY_MODE", "") or defaults.retry_mode,
+            concurrency=positive("KUBEPEFT_S3_CONCURRENCY") or defaults.concurrency,
+            max_attempts=positive("KUBEPEFT_S3_MAX_ATTEMPTS") or defaults.max_attempts,
+            retry_mode=retry_mode,
         )
 
     def transfer_config(self) -> TransferConfig:

@@ -88,17 +88,22 @@ class S3Store(Store):
                     other.cancel()
                 raise classify(exc, action=action, uri=uri, secrets=self._secrets) from None
 
-    def _remote_sha256(self, uri: str, size: int) -> str | None:
+    def _head(self, uri: str) -> dict[str, Any] | None:
+        """The object's HEAD answer, or None when it does not exist."""
         loc = parse_s3(uri)
         try:
-            head = self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+            return dict(self.client.head_object(Bucket=loc.bucket, Key=loc.key))
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
                 return None
             raise
-        if head["ContentLength"] != size:
+
+    def _remote_sha256(self, uri: str, size: int) -> str | None:
+        head = self._head(uri)
+        if head is None or head["ContentLength"] != size:
             return None
-        return head.get("Metadata", {}).get(SHA256_METADATA_KEY)
+        sha: str | None = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
+        return sha
 
     def _upload_args(self, item: UploadItem) -> dict[str, Any]:
         args: dict[str, Any] = {"Metadata": {SHA256_METADATA_KEY: item.sha256}}
@@ -171,14 +176,7 @@ class S3Store(Store):
         return [None if sink is None else (sink.size, sink.digest.hexdigest()) for sink in sinks]
 
     def _exists(self, uri: str) -> bool:
-        loc = parse_s3(uri)
-        try:
-            self.client.head_object(Bucket=loc.bucket, Key=loc.key)
-            return True
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
-                return False
-            raise
+        return self._head(uri) is not None
 
     def _list_prefixes(self, uri: str) -> list[str]:
         # Derived from a recursive listing rather than Delimiter="/": some servers (SeaweedFS)

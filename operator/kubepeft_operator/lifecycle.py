@@ -20,6 +20,7 @@ from kubepeft_operator import naming
 from kubepeft_operator.status import (
     FINISHED_PHASES,
     artifacts_from_report,
+    parse_termination_report,
     parse_time,
     progress_from_report,
     rfc3339,
@@ -45,6 +46,8 @@ class PodView:
     message: str = ""
     gated: bool = False
     terminating: bool = False
+    permanent: bool = False
+    """Its termination message is a trainer report classifying the failure as permanent."""
 
     @property
     def failed(self) -> bool:
@@ -81,6 +84,10 @@ class PodView:
                 message = terminated.get("message") or message
                 if exit_code:
                     break
+        # The trainer's termination message is its final report (JSON): keep its message only.
+        report = parse_termination_report(message)
+        if report is not None:
+            message = report.message or f"trainer state {report.state}"
         return cls(
             name=meta.get("name", ""),
             attempt=attempt,
@@ -89,6 +96,7 @@ class PodView:
             exit_code=exit_code,
             reason=reason,
             message=message.strip(),
+            permanent=report is not None and report.failure_class == "permanent",
             gated=bool((body.get("spec") or {}).get("schedulingGates")),
             terminating=bool(meta.get("deletionTimestamp")),
         )
@@ -298,7 +306,7 @@ class _Decider:
             summary = f"{what}: {detail}" if detail else what
         else:
             summary = f"worker pod(s) {', '.join(vanished)} disappeared while running"
-        permanent = (pod is not None and pod.exit_code == EXIT_PERMANENT) or (
+        permanent = (pod is not None and (pod.exit_code == EXIT_PERMANENT or pod.permanent)) or (
             report_failed and report is not None and report.failure_class == "permanent"
         )
         if permanent:
@@ -392,3 +400,9 @@ class _Decider:
 def decide(job: JobView, observed: Observed, now: datetime.datetime) -> Decision:
     """Pure: what to do next for one job, and its new status."""
     return _Decider(job, observed, now).decide()
+
+
+def reject(job: JobView, observed: Observed, now: datetime.datetime, message: str) -> Decision:
+    """Pure: the API server refused an object the spec renders (HTTP 400/422): retrying the same
+    objects cannot help, so the job fails as ``InvalidSpec`` instead of retrying forever."""
+    return _Decider(job, observed, now).fail("InvalidSpec", message)

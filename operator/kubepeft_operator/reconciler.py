@@ -9,6 +9,7 @@ stopped at any point finds a status that tells it what is still to be created.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -29,6 +30,7 @@ from kubepeft_operator.lifecycle import (
     PodView,
     Preflight,
     decide,
+    reject,
 )
 from kubepeft_operator.metrics import Metrics
 from kubepeft_operator.preflight import check_secrets, secrets_to_read
@@ -48,6 +50,8 @@ logger = logging.getLogger("kubepeft.operator")
 Key = tuple[str, str]
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 MAX_ERROR_BACKOFF = 60.0
+INVALID_STATUSES = ()  # TEMP
+"""Answers to a create that say the object itself is wrong: a retry sends the same object."""
 
 
 def _log_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -230,7 +234,13 @@ class Reconciler:
         identity = JobIdentity.from_body(body)
         for action in decision.actions:
             if isinstance(action, CreatePods) and spec is not None:
-                await self._create_pods(identity, spec, action)
+                try:
+                    await self._create_pods(identity, spec, action)
+                except KubeError as exc:
+                    if exc.status not in INVALID_STATUSES:
+                        raise
+                    await self._reject(body, job, decision, version, exc)
+                    return
             elif isinstance(action, DeletePods):
                 logger.info("deleting %s in %s: %s", ", ".join(action.names), job.namespace, action.why)
                 await asyncio.gather(*(self.kube.delete_pod(job.namespace, n) for n in action.names))
@@ -242,6 +252,21 @@ class Reconciler:
         self.metrics.set_phase(key, decision.status.phase)
         if decision.requeue_after is not None:
             self.requeue(key, decision.requeue_after + 0.05)
+
+    async def _reject(
+        self, body: dict[str, Any], job: JobView, decision: Decision, version: str, exc: KubeError
+    ) -> None:
+        """Fail the job whose rendered children the API server refused (e.g. an invalid affinity).
+
+        Pods of the attempt created before the refusal are deleted by the next reconcile (their
+        creation triggers one), as for any finished job.
+        """
+        now_job = dataclasses.replace(job, status=decision.status, failed_attempts=decision.failed_attempts)
+        message = f"the API server refused an object this spec renders: {exc.message or exc.reason}"
+        rejection = reject(now_job, Observed(), self.clock(), message)
+        current = {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
+        current["status"] = status_to_wire(decision.status)
+        await self.act(current, now_job, None, rejection)
 
     async def _create_pods(self, job: JobIdentity, spec: PeftJobSpec, action: CreatePods) -> None:
         # The pods need the ConfigMap, the ServiceAccount and the Service; create those first,

@@ -85,6 +85,14 @@ def parse_report(data: Mapping[str, str] | None) -> TrainerReport | None:
         return None
 
 
+def parse_termination_report(message: str | None) -> TrainerReport | None:
+    """A container's termination message as the trainer's final report; ``None`` for plain text."""
+    text = (message or "").strip()
+    if not text.startswith("{"):
+        return None
+    return parse_report({REPORT_KEY: text})
+
+
 def progress_from_report(report: TrainerReport) -> Progress:
     p = report.progress
     values: dict[str, Any] = {

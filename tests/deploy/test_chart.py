@@ -33,7 +33,7 @@ from tests.deploy.support import (
 
 # --- what the operator needs, and nothing more ------------------------------------------------
 
-ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
+JOB_VERBS = ("get", "list", "watch", "patch", "delete")  # never create or update (PUT) a PeftJob
 CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 
 
@@ -42,7 +42,8 @@ def _grant(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> se
 
 
 NAMESPACED_NEEDS = (
-    _grant("kubepeft.dev", ("peftjobs", "peftjobs/status"), ALL_VERBS)
+    _grant("kubepeft.dev", ("peftjobs",), JOB_VERBS)
+    | _grant("kubepeft.dev", ("peftjobs/status",), ("get", "patch"))
     | _grant("", ("pods", "services", "configmaps", "serviceaccounts"), CHILD_VERBS)
     | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "list", "watch", "create", "delete"))
     | _grant("", ("secrets",), ("get",))

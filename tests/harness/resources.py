@@ -102,4 +102,13 @@ def pod_errors(obj: dict) -> list[str]:
             errors.append(f"spec.{field_name}: Invalid value: {value!r}: must be a DNS label")
     if not spec.get("containers"):
         errors.append("spec.containers: Required value")
+    # One of the real server's affinity rules: a required node affinity needs a term to match.
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    if required is not None and not required.get("nodeSelectorTerms"):
+        errors.append(
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: "
+            "Required value: must have at least one node selector term"
+        )
     return errors

@@ -87,6 +87,16 @@ def test_invalid_names_and_labels_are_rejected(core: kubernetes.client.CoreV1Api
     with pytest.raises(ApiException) as service:
         core.create_namespaced_service(NS, {"metadata": {"name": "a.b"}, "spec": {"clusterIP": "None"}})
     assert service.value.status == 422  # Service names are RFC 1035 labels: no dots
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [{"name": "c", "image": "i"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+        },
+    }
+    with pytest.raises(ApiException) as affinity:
+        core.create_namespaced_pod(NS, pod)
+    assert affinity.value.status == 422 and "at least one node selector term" in affinity.value.body
 
 
 async def test_discovery_reports_core_v1_and_our_crd(apiserver: ApiServer) -> None:

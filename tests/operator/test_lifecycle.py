@@ -205,3 +205,34 @@ def test_pod_view_reads_exit_codes_and_messages() -> None:
     assert view is not None and view.exit_code == 3 and view.message == "bad input" and view.failed
     assert PodView.from_body({"metadata": {"name": "x", "labels": {}}}) is None
     assert spec().resources.nodes == 2
+
+
+def _terminated(message: str, exit_code: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "tune-a1-1", "labels": {"kubepeft.dev/attempt": "1", "kubepeft.dev/rank": "1"}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"name": "trainer", "state": {"terminated": {"exitCode": exit_code, "message": message}}}
+            ],
+        },
+    }
+
+
+def test_a_report_as_termination_message_gives_its_message_and_failure_class() -> None:
+    """Real trainers write their final report (JSON) as the termination message; no raw JSON in status."""
+    report = TrainerReport(state="Failed", attempt=1, failure_class="permanent", message="rank 1: bad shard")
+    view = PodView.from_body(_terminated(report.to_json()))
+    assert view is not None and view.message == "rank 1: bad shard" and view.permanent
+    # Rank 1 never writes the progress ConfigMap: its termination message alone makes it permanent.
+    observed = Observed((PodView("tune-a1-0", 1, 0, "Running"), view), preflight=OK)
+    d = decide(job(running()), observed, T0)
+    assert d.status.phase == "Failed" and not d.failed_attempts
+    failed = get_condition(d.status.conditions, "Failed")
+    assert failed is not None and failed.reason == "PermanentFailure"
+    assert "rank 1: bad shard" in failed.message and "{" not in (d.status.message or "")
+    # A retryable report restarts, still with the clean message; plain text stays as it is.
+    retry = PodView.from_body(_terminated(TrainerReport(state="Failed", failure_class="retryable").to_json()))
+    assert retry is not None and not retry.permanent and retry.message == "trainer state Failed"
+    plain = PodView.from_body(_terminated("Traceback ... {not json"))
+    assert plain is not None and plain.message == "Traceback ... {not json" and not plain.permanent

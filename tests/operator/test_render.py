@@ -14,10 +14,11 @@ from kubepeft_operator.render import (
     render_worker_pod,
     render_workers,
 )
+from kubepeft_operator.preflight import check_secrets
 from kubepeft_operator.settings import OperatorSettings
 
 from kubepeft.contract import TrainerConfig
-from tests.operator.support import NS, UID, identity, spec
+from tests.operator.support import NS, S3_KEYS, UID, identity, spec
 
 K8S_VERSION = kubernetes_validate.latest_version()
 SETTINGS = OperatorSettings()
@@ -162,6 +163,25 @@ def test_credentials_are_projected_files_never_values() -> None:
     assert "secretKeyRef" not in json.dumps(pod) and "eA==" not in json.dumps(pod)
 
 
+def test_a_hub_dataset_does_not_borrow_the_outputs_s3_secret() -> None:
+    """The output's Secret holds S3 keys; demanding a hub token from it would fail a valid job."""
+    hub = spec(dataset={"uri": "hf://org/data"})
+    mounts = credential_mounts(hub, SETTINGS)
+    assert "dataset" not in {m.source for m in mounts}
+    found = {"model-creds": frozenset(S3_KEYS), "s3-creds": frozenset(S3_KEYS)}
+    assert check_secrets(mounts, found, NS).ok
+    # Its own ref is used as given, and the operator's default Secret still applies (optionally).
+    own = {
+        m.source: m
+        for m in credential_mounts(
+            spec(dataset={"uri": "hf://org/data", "credentialsSecretRef": {"name": "hub"}}), SETTINGS
+        )
+    }
+    assert own["dataset"].secret == "hub" and own["dataset"].items == (("HF_TOKEN", "HF_TOKEN"),)
+    default = {m.source: m for m in credential_mounts(hub, SETTINGS_VARIANTS["full"])}
+    assert default["dataset"].secret == "fallback" and not default["dataset"].explicit
+
+
 def test_worker_pod_shape() -> None:
     pod = render_worker_pod(identity(), spec(), SETTINGS, attempt=2, rank=1)
     meta, podspec = pod["metadata"], pod["spec"]
@@ -182,6 +202,7 @@ def test_worker_pod_shape() -> None:
     assert env["KUBEPEFT_MASTER_ADDR"] == f"tune-0.tune.{NS}.svc"
     assert env["KUBEPEFT_ATTEMPT"] == "2" and env["KUBEPEFT_PROGRESS_CONFIGMAP"] == "tune-progress"
     assert env["KUBEPEFT_CONFIG"] == "/etc/kubepeft/config.json" and env["OMP_NUM_THREADS"] == "2"
+    assert env["KUBEPEFT_WORKDIR"] == "/scratch"  # the trainer works on the sized scratch volume
     assert env["HF_HOME"].startswith("/cache/") and env["TORCH_EXTENSIONS_DIR"].startswith("/cache/")
     assert env["KUBEPEFT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     # Pod Security "restricted".

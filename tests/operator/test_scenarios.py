@@ -329,6 +329,18 @@ def test_missing_secret_fails_the_job_without_workers(apiserver: ApiServer, star
     assert apiserver.list("pods", NS) == []
 
 
+def test_pods_the_api_server_refuses_fail_the_job_instead_of_retrying(cluster: ApiServer, start_operator: Any) -> None:
+    """A spec that passes the CRD but renders a pod the API server rejects (422) cannot run."""
+    start_operator()
+    unmatchable = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    resources = {"nodes": 2, "gpusPerNode": 0, "cpu": "2", "memory": "4Gi", "affinity": unmatchable}
+    cluster.create("peftjobs", NS, peftjob(resources=resources))
+    failed = wait_phase(cluster, "Failed")
+    assert failed["attempts"] == 1 and condition(failed, "Failed")["reason"] == "InvalidSpec"
+    assert "at least one node selector term" in failed["message"]
+    assert "InvalidSpec" in event_reasons(cluster) and pods(cluster) == []
+
+
 def test_dropped_watch_streams_do_not_lose_events(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
     start_operator()
     kubelet = start_trainers(lambda p: PodScript(exit_code=None))

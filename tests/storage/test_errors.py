@@ -106,3 +106,20 @@ def test_classification_of_s3_error_codes(status: int, code: str, retryable: boo
     assert error.retryable is retryable
     assert "AKIASECRET123" not in str(error) and "s3cr3tvalue" not in str(error)
     assert f"{code} (HTTP {status})" in str(error)
+
+
+def test_transfer_tuning_from_env_reads_overrides_and_names_a_bad_variable() -> None:
+    tuned = TransferTuning.from_env(
+        {"KUBEPEFT_S3_PART_MB": "32", "KUBEPEFT_S3_CONCURRENCY": "4", "KUBEPEFT_S3_RETRY_MODE": "adaptive"}
+    )
+    assert tuned.part_size == tuned.multipart_threshold == 32 * 1024 * 1024
+    assert tuned.concurrency == 4 and tuned.retry_mode == "adaptive" and tuned.max_attempts == 10
+    assert TransferTuning.from_env({}) == TransferTuning()
+    for name, value in (
+        ("KUBEPEFT_S3_PART_MB", "16MB"),
+        ("KUBEPEFT_S3_CONCURRENCY", "0"),
+        ("KUBEPEFT_S3_MAX_ATTEMPTS", "-2"),
+        ("KUBEPEFT_S3_RETRY_MODE", "fast"),
+    ):
+        with pytest.raises(PermanentStorageError, match=f"^{name} must be .*{value!r}"):
+            TransferTuning.from_env({name: value})

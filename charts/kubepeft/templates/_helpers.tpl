@@ -85,9 +85,14 @@ The operator's RBAC rules for PeftJobs and the objects it creates per job (least
 wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 */}}
 {{- define "kubepeft.operatorRules" -}}
+# PeftJobs: watched, annotated (failed attempts, kopf's bookkeeping), deleted after their TTL;
+# the operator never creates or replaces one. Status: merge patches only.
 - apiGroups: ["kubepeft.dev"]
-  resources: ["peftjobs", "peftjobs/status"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["peftjobs"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftjobs/status"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["pods", "services", "configmaps", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

@@ -56,13 +56,16 @@ def credential_mounts(spec: PeftJobSpec, settings: OperatorSettings) -> list[Cre
 
     Local paths need none. A source without a ``credentialsSecretRef`` uses the operator's
     default Secret when one is configured, mounted optionally (public hub models need none).
-    The dataset falls back to the output's ref, as documented on the API.
+    An S3 dataset falls back to the output's ref, as documented on the API; a hub dataset does
+    not (the output's Secret holds S3 keys, not a hub token).
     """
     sources: list[tuple[Source, str, CredentialsSecretRef | None]] = [
         ("model", spec.model.uri, spec.model.credentials_secret_ref)
     ]
     if spec.dataset is not None:
-        ref = spec.dataset.credentials_secret_ref or spec.output.credentials_secret_ref
+        ref = spec.dataset.credentials_secret_ref
+        if ref is None and _scheme(spec.dataset.uri) == "s3":
+            ref = spec.output.credentials_secret_ref
         sources.append(("dataset", spec.dataset.uri, ref))
     sources.append(("output", spec.output.uri, spec.output.credentials_secret_ref))
     mounts = []

@@ -15,6 +15,7 @@ from kubepeft.contract import (
     ENV_CONFIG,
     ENV_NAMESPACE,
     ENV_PROGRESS_CONFIGMAP,
+    ENV_WORKDIR,
     LauncherEnv,
 )
 from kubepeft_operator import naming
@@ -25,6 +26,7 @@ from kubepeft_operator.settings import OperatorSettings
 CONTAINER_NAME = "trainer"
 TRAINER_UID = 1000
 CONFIG_DIR = DEFAULT_CONFIG_PATH.rsplit("/", 1)[0]
+SCRATCH_DIR = "/scratch"
 GPU_RESOURCE = "nvidia.com/gpu"
 _CPU_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
 
@@ -73,6 +75,9 @@ def _env(
         ENV_ATTEMPT: str(attempt),
         ENV_CONFIG: DEFAULT_CONFIG_PATH,
         ENV_PROGRESS_CONFIGMAP: naming.progress_map_name(job.name),
+        # Downloads, checkpoints before upload and export staging go to the scratch volume
+        # (sized by spec.resources.scratch), not to /tmp.
+        ENV_WORKDIR: SCRATCH_DIR,
         "HF_HOME": "/cache/huggingface",
         "TORCH_EXTENSIONS_DIR": "/cache/torch_extensions",
         "XDG_CACHE_HOME": "/cache",
@@ -105,7 +110,7 @@ def _volumes(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings) ->
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "cache", "mountPath": "/cache"},
-        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     for cred in credential_mounts(spec, settings):
