@@ -177,7 +177,7 @@ class DatasetSpec(ApiModel):
     max_samples: int | None = Field(default=None, ge=1)
     """Use at most this many records (after shuffling with the seed)."""
     credentials_secret_ref: CredentialsSecretRef | None = None
-    """Secret with credentials for the dataset source; defaults to the output's."""
+    """Secret with credentials for the dataset source; an ``s3://`` dataset defaults to the output's."""
 
 
 # --- methods ------------------------------------------------------------------------------

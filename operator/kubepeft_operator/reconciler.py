@@ -50,7 +50,7 @@ logger = logging.getLogger("kubepeft.operator")
 Key = tuple[str, str]
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 MAX_ERROR_BACKOFF = 60.0
-INVALID_STATUSES = ()  # TEMP
+INVALID_STATUSES = (400, 422)
 """Answers to a create that say the object itself is wrong: a retry sends the same object."""
 
 

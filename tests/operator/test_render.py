@@ -8,13 +8,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from kubepeft_operator import naming
+from kubepeft_operator.preflight import check_secrets
 from kubepeft_operator.render import (
     credential_mounts,
     render_job_children,
     render_worker_pod,
     render_workers,
 )
-from kubepeft_operator.preflight import check_secrets
 from kubepeft_operator.settings import OperatorSettings
 
 from kubepeft.contract import TrainerConfig

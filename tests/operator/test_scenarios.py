@@ -332,7 +332,9 @@ def test_missing_secret_fails_the_job_without_workers(apiserver: ApiServer, star
 def test_pods_the_api_server_refuses_fail_the_job_instead_of_retrying(cluster: ApiServer, start_operator: Any) -> None:
     """A spec that passes the CRD but renders a pod the API server rejects (422) cannot run."""
     start_operator()
-    unmatchable = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    unmatchable: dict[str, Any] = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}
+    }
     resources = {"nodes": 2, "gpusPerNode": 0, "cpu": "2", "memory": "4Gi", "affinity": unmatchable}
     cluster.create("peftjobs", NS, peftjob(resources=resources))
     failed = wait_phase(cluster, "Failed")

@@ -54,23 +54,40 @@ def fetch_merge_inputs(config: TrainerConfig, workdir: Path) -> tuple[Path, list
     return fetch_base_model(config, workdir), fetch_adapters(config, workdir)
 
 
-def load_training_inputs(config: TrainerConfig, workdir: Path, *, device_map: Any = None) -> TrainingInputs:
-    """Fetch (cached in ``workdir``) and build everything a rank trains on."""
-    from kubepeft_trainer.data import build_datasets, collate, fetch_dataset, load_records
+@dataclass(frozen=True)
+class FetchedInputs:
+    model_dir: Path
+    adapters: list[Path]
+    data_path: Path
+
+
+def fetch_training_inputs(config: TrainerConfig, workdir: Path) -> FetchedInputs:
+    """Download (or find cached in ``workdir``) the model, adapters and data: no torch, no collectives."""
+    from kubepeft_trainer.data.fetch import fetch_dataset
+
+    assert config.spec.dataset is not None
+    return FetchedInputs(
+        model_dir=fetch_base_model(config, workdir),
+        adapters=fetch_adapters(config, workdir),
+        data_path=fetch_dataset(config.spec.dataset, workdir, **_access(config, "dataset")),
+    )
+
+
+def build_training_inputs(config: TrainerConfig, fetched: FetchedInputs, *, device_map: Any = None) -> TrainingInputs:
+    """The trainable model and the tokenized splits. Every rank must call this at the same time:
+    under ZeRO-3, transformers builds the model inside ``deepspeed.zero.Init`` (collective)."""
+    from kubepeft_trainer.data import build_datasets, collate, load_records
     from kubepeft_trainer.methods.base import get_method
     from kubepeft_trainer.model_loading import load_base_model, load_tokenizer
 
     spec = config.spec
-    assert spec.dataset is not None
-    model_dir = fetch_base_model(config, workdir)
-    adapters = fetch_adapters(config, workdir)
-    data_path = fetch_dataset(spec.dataset, workdir, **_access(config, "dataset"))
-    tokenizer = load_tokenizer(model_dir, trust_remote_code=spec.model.trust_remote_code)
-    records = load_records(spec.dataset, data_path)
-    assert spec.training is not None
+    assert spec.dataset is not None and spec.training is not None
+    tokenizer = load_tokenizer(fetched.model_dir, trust_remote_code=spec.model.trust_remote_code)
+    records = load_records(spec.dataset, fetched.data_path)
     train, validation = build_datasets(spec.dataset, spec.training, tokenizer, records, seed=spec.training.seed)
-    base = load_base_model(model_dir, spec, device_map=device_map)
-    model = get_method(spec).apply(base, tokenizer, spec, adapter_path=adapters[0] if adapters else None)
+    base = load_base_model(fetched.model_dir, spec, device_map=device_map)
+    adapter = fetched.adapters[0] if fetched.adapters else None
+    model = get_method(spec).apply(base, tokenizer, spec, adapter_path=adapter)
     return TrainingInputs(
         model, tokenizer, train, validation or [], partial(collate, pad_token_id=tokenizer.pad_token_id)
     )

@@ -26,7 +26,7 @@ from typing import Any
 from kubepeft.contract import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv, TrainerConfig
 from kubepeft_trainer.distributed import build_deepspeed_config, build_launch_command, zero3_persistence_threshold
 from kubepeft_trainer.progress import Reporter
-from kubepeft_trainer.worker import EXPORT_DIR, FAILURES_DIR, RESULT_FILE, is_permanent
+from kubepeft_trainer.worker import ENV_LAUNCHER_PID, EXPORT_DIR, FAILURES_DIR, RESULT_FILE, is_permanent
 
 log = logging.getLogger("kubepeft_trainer.launcher")
 
@@ -91,7 +91,7 @@ def run_ranks(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdi
         threads_per_process=threads,
     )
     log.info("node %d: starting %d rank(s): %s", env.node_rank, env.procs_per_node, " ".join(plan.argv))
-    child_env = {**os.environ, **plan.env}
+    child_env = {**os.environ, **plan.env, ENV_LAUNCHER_PID: str(os.getpid())}
     # DeepSpeed JIT-compiles an op on first use: keep the build cache next to the work folder.
     child_env.setdefault("TORCH_EXTENSIONS_DIR", str(workdir / "torch_extensions"))
     process = subprocess.Popen(plan.argv, env=child_env)

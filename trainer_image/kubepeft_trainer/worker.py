@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -33,8 +35,27 @@ ADAPTER_DIR = "adapter"
 RESULT_FILE = "training_result.json"
 FAILURES_DIR = "failures"
 ENV_DIST_TIMEOUT_MIN = "KUBEPEFT_DIST_TIMEOUT_MINUTES"
+ENV_LAUNCHER_PID = "KUBEPEFT_LAUNCHER_PID"
 
 log = logging.getLogger("kubepeft_trainer.worker")
+
+
+def exit_with_launcher(launcher_pid: int, interval: float = 1.0) -> None:
+    """Exit when the node launcher is gone (SIGKILLed, OOM-killed): torch's elastic agent starts
+    ranks in their own session, so killing the launcher's process group would leave them
+    training -- and writing checkpoints -- next to the attempt that replaces it."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                os.kill(launcher_pid, 0)
+            except ProcessLookupError:
+                os._exit(EXIT_RETRYABLE)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="kubepeft-launcher-watch", daemon=True).start()
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -100,7 +121,7 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     from kubepeft_trainer.checkpoints import CheckpointManager, TrainerState
     from kubepeft_trainer.errors import PermanentTrainerError
     from kubepeft_trainer.evaluation import evaluate, make_eval_batches
-    from kubepeft_trainer.inputs import load_training_inputs
+    from kubepeft_trainer.inputs import build_training_inputs, fetch_training_inputs
     from kubepeft_trainer.loop import LoopSettings, StepTimer, all_reduce_sum, train
     from kubepeft_trainer.output_store import open_output_store
     from kubepeft_trainer.progress import Reporter
@@ -134,10 +155,11 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     set_seed(training.seed)
 
     store = open_output_store(config)
-    with accelerator.local_main_process_first():
-        # bitsandbytes weights are placed at load time (accelerate cannot move them afterwards).
-        device_map = {"": accelerator.local_process_index} if cuda and spec.method == "qlora" else None
-        inputs = load_training_inputs(config, workdir / "inputs", device_map=device_map)
+    with accelerator.local_main_process_first():  # one download per node; the others find it cached
+        fetched = fetch_training_inputs(config, workdir / "inputs")
+    # bitsandbytes weights are placed at load time (accelerate cannot move them afterwards).
+    device_map = {"": accelerator.local_process_index} if cuda and spec.method == "qlora" else None
+    inputs = build_training_inputs(config, fetched, device_map=device_map)
     model = inputs.model
     if training.gradient_checkpointing and not getattr(model, "is_gradient_checkpointing", False):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -265,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
     )
     workdir = Path(args.workdir)
+    if os.environ.get(ENV_LAUNCHER_PID):
+        exit_with_launcher(int(os.environ[ENV_LAUNCHER_PID]))
     try:
         config = TrainerConfig.from_json(Path(args.config).read_text(encoding="utf-8"))
         return run_worker(config, LauncherEnv.from_env(), workdir)
