@@ -464,13 +464,19 @@ IMMUTABLE_FIELDS = (
 )
 
 
+# runPolicy fields fixed at creation too: only suspend may change on a created job.
+IMMUTABLE_RUN_POLICY_FIELDS = ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
+
+
+def _unchanged(path: str) -> str:
+    """CEL: the optional field at ``path`` is present in both or neither, and equal when present."""
+    return f"(has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path}))"
+
+
 def _immutability_rule() -> str:
-    """Everything but runPolicy is fixed once created (the running workers were built from it)."""
-    parts = []
-    for name in IMMUTABLE_FIELDS:
-        parts.append(
-            f"(has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name}))"
-        )
+    """Everything but runPolicy.suspend is fixed once created (the running workers were built from it)."""
+    parts = [_unchanged(name) for name in IMMUTABLE_FIELDS]
+    parts += [_unchanged(f"runPolicy.{name}") for name in IMMUTABLE_RUN_POLICY_FIELDS]
     return " && ".join(parts)
 
 
@@ -540,7 +546,7 @@ class PeftJobSpec(ApiModel):
                 "packing works with dataset template text only",
                 field_path=".training.packing",
             ),
-            cel(_immutability_rule(), "spec is immutable once created, except runPolicy", reason="FieldValueForbidden"),
+            cel(_immutability_rule(), "spec is immutable once created, except runPolicy.suspend", reason="FieldValueForbidden"),
         )
     )
 

@@ -175,7 +175,7 @@ def test_every_non_transition_rule_has_samples() -> None:
 
 
 def test_spec_immutability_transition_rule() -> None:
-    _path, node, rule = rule_with("spec is immutable once created, except runPolicy")
+    _path, node, rule = rule_with("spec is immutable once created, except runPolicy.suspend")
     assert is_transition_rule(rule)
     old = apply_defaults(node, {**BASE_SPEC, "output": OUTPUT, "runPolicy": {"suspend": False}})
 
@@ -185,7 +185,9 @@ def test_spec_immutability_transition_rule() -> None:
         return evaluate_rule(rule, new, node, old_value=old)
 
     assert allowed({}) is True
-    assert allowed({"runPolicy": {**old["runPolicy"], "suspend": True, "backoffLimit": 9}}) is True
+    assert allowed({"runPolicy": {**old["runPolicy"], "suspend": True}}) is True
+    assert allowed({"runPolicy": {**old["runPolicy"], "backoffLimit": 9}}) is False
+    assert allowed({"runPolicy": {**old["runPolicy"], "activeDeadlineSeconds": 60}}) is False  # adding one
     assert allowed({"training": {**old["training"], "maxSteps": 6}}) is False
     assert allowed({"resources": {**old["resources"], "nodes": 2}}) is False
     assert allowed({"lora": {"r": 4}}) is False  # adding an optional section
