@@ -76,3 +76,60 @@ def test_metrics_and_loss_curve(tmp_path: Path) -> None:
     assert metrics["train_loss_first"] == 3.0 and metrics["train_loss_last10_mean"] == 2.5
     png = plot_loss_curve(tmp_path / "c.png", [(1, 3.0), (2, 2.0)], [(2, 1.5)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_optimizers(name: str) -> None:
+    from kubepeft_trainer.worker import build_optimizer
+
+    p = torch.nn.Parameter(torch.ones(3))
+    optimizer = build_optimizer(name, [p], 0.1, 0.0)
+    (p**2).sum().backward()
+    optimizer.step()
+    assert (p < 1).all()
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "constant", "constantWithWarmup"])
+def test_schedulers(name: str) -> None:
+    from kubepeft_trainer.worker import SCHEDULER_NAMES
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
+    warmup = 0 if name == "constant" else 2
+    scheduler = get_scheduler(SCHEDULER_NAMES[name], optimizer, num_warmup_steps=warmup, num_training_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    if warmup:
+        assert lrs[0] == 0.0 and lrs[2] == 1.0
+    if name in ("linear", "cosine"):
+        assert lrs[-1] < 0.2
+    else:
+        assert lrs[-1] == 1.0
+
+
+def test_checkpoint_parts_overlay_and_state_roundtrip(tmp_path: Path) -> None:
+    from kubepeft_trainer.checkpoints import TrainerState, node_part_name, overlay_node_parts
+
+    downloaded = tmp_path / "dl"
+    for node, files in {
+        0: {"model.safetensors": "w0", "latest": "t", "random_states_0.pkl": "r0"},
+        1: {"latest": "other", "random_states_1.pkl": "r1"},
+    }.items():
+        part = downloaded / node_part_name(node)
+        part.mkdir(parents=True)
+        (part / "manifest.json").write_text("{}")
+        for name, text in files.items():
+            (part / name).write_text(text)
+    merged = overlay_node_parts(downloaded, tmp_path / "merged")
+    assert sorted(p.name for p in merged.iterdir()) == [
+        "latest",
+        "model.safetensors",
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    assert (merged / "latest").read_text() == "t"  # node 0 wins on duplicates
+    state = TrainerState(step=7, epoch=0.5, loss_history=[(1, 2.0)], eval_loss_before=1.25)
+    assert TrainerState.from_json(state.to_json()) == state

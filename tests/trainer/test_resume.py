@@ -53,5 +53,6 @@ def test_kill_and_resume_matches_uninterrupted(
     reference = load_file(str(lora_job.root / "adapter" / "adapter_model.safetensors"))
     assert ours.keys() == reference.keys()
     diff = max((ours[k] - reference[k]).abs().max().item() for k in ours)
+    print(f"killed at step {reached}, resumed from {resumed}: adapter max abs diff {diff:.2e}")
     assert diff <= 1e-6, diff
     assert final["eval_loss_before"] == pytest.approx(lora_job.run.reports()[-1]["eval_loss_before"], abs=1e-9)

@@ -57,10 +57,9 @@ def test_lora_loss_falls_and_reports_progress(lora_job: FinishedJob) -> None:
 
 
 def test_lora_adapter_reloads_exactly_and_answers(lora_job: FinishedJob, tiny_model_dir: Path) -> None:
+    from kubepeft_trainer.tiny_model import tiny_training_records
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from kubepeft_trainer.tiny_model import tiny_training_records
 
     tokenizer = AutoTokenizer.from_pretrained(lora_job.root / "adapter")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")
@@ -84,6 +83,7 @@ def test_lora_adapter_reloads_exactly_and_answers(lora_job: FinishedJob, tiny_mo
     merged = AutoModelForCausalLM.from_pretrained(lora_job.root / "merged").eval()
     merged_tokenizer = AutoTokenizer.from_pretrained(lora_job.root / "merged")
     diff = (_logits(merged, merged_tokenizer, text) - _logits(model, tokenizer, text)).abs().max().item()
+    print(f"merged vs base+adapter: max abs logit diff {diff:.2e}")
     assert diff <= 1e-5, diff
     shards = list((lora_job.root / "merged").glob("*.safetensors"))
     assert len(shards) > 1, "maxShardSize 200KB must shard the merged model"
@@ -121,7 +121,7 @@ def test_prompt_tuning_trains_and_reloads_exactly(tmp_path: Path, tiny_model_dir
         method="promptTuning",
         lora=None,
         promptTuning={"numVirtualTokens": 4},
-        training=lora_training(maxSteps=25, learningRate=3e-2),
+        training=lora_training(maxSteps=25, learningRate=3e-2, lrScheduler="constantWithWarmup"),
         output={"uri": str(tmp_path / "out"), "merge": False},
     )
     run = run_train(write_trainer_config(tmp_path, spec, "pt"), tmp_path / "run")
@@ -146,7 +146,8 @@ def test_qlora_trains_through_the_loop(tmp_path: Path, tiny_model_dir: Path, tin
         tmp_path / "out",
         method="qlora",
         quantization={"bits": 4, "quantType": "nf4", "doubleQuant": True, "computeDtype": "float32"},
-        training=lora_training(maxSteps=6),
+        # The 8-bit optimizer and a linear schedule ride along on this short run.
+        training=lora_training(maxSteps=6, optimizer="adamw8bit", lrScheduler="linear", learningRate=3e-3),
         output={"uri": str(tmp_path / "out"), "merge": True, "mergedDtype": "float32"},
     )
     run = run_train(write_trainer_config(tmp_path, spec, "qlora"), tmp_path / "run")
@@ -170,3 +171,39 @@ def test_malformed_dataset_fails_permanently_with_file_and_line(tmp_path: Path, 
     final = run.reports()[-1]
     assert final["state"] == "Failed" and final["failure_class"] == "permanent"
     assert "bad.jsonl:3" in final["message"], final["message"]
+
+
+def test_merge_only_on_node_zero(tmp_path: Path, tiny_model_dir: Path, lora_job: FinishedJob) -> None:
+    """Merge-only: nothing trains; node 0 combines the adapters and exports, node 1 exits at once."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = str(lora_job.root / "adapter")
+    spec = lora_job_spec(
+        tiny_model_dir,
+        tmp_path,
+        tmp_path / "out",
+        training=None,
+        dataset=None,
+        checkpointing=None,
+        adapters={
+            "sources": [{"uri": adapter, "name": "one", "weight": 0.5}, {"uri": adapter, "name": "two", "weight": 0.5}],
+            "mergeOnly": True,
+            "combination": "cat",
+        },
+    )
+    run = run_train(write_trainer_config(tmp_path, spec, "merge"), tmp_path / "run", nodes=2)
+    assert run.returncodes == [0, 0], run.log()[-6000:]
+    assert run.reports()[-1]["state"] == "Succeeded"
+    root = tmp_path / "out" / "tests" / "merge"
+    paths = {e.path for e in open_store(str(root)).verify(str(root)).files}
+    assert any(p.startswith("merged/") for p in paths) and any(p.startswith("adapter/") for p in paths)
+    # 0.5 x A + 0.5 x A (cat) is A itself: the merged model equals base + the trained adapter.
+    import torch
+
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(root / "merged").eval()(input_ids=ids).logits
+        single = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
+        expected = single(input_ids=ids).logits
+    assert (merged - expected).abs().max().item() <= 1e-4

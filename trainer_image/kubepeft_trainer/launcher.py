@@ -121,7 +121,9 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
         base_dir, adapter_dirs = fetch_merge_inputs(config, workdir / "inputs")
         local = workdir / EXPORT_DIR
         # Writes the merged model to merged/ and the combined adapter (PEFT layout) to adapter/.
-        merge_weighted_adapters(base_dir, adapter_dirs, local / "merged", config.spec, adapter_out_dir=local / "adapter")
+        merge_weighted_adapters(
+            base_dir, adapter_dirs, local / "merged", config.spec, adapter_out_dir=local / "adapter"
+        )
         adapter = store.upload_dir(local / "adapter", config.output.adapter, metadata=job_metadata(config, "adapter"))
         merged = store.upload_dir(local / "merged", config.output.merged, metadata=job_metadata(config, "merged"))
     write_job_manifest(store, config, {"adapter": adapter, "merged": merged})
@@ -140,7 +142,14 @@ def export_after_training(config: TrainerConfig, workdir: Path, reporter: Report
         resumed_from_step=result.get("resumed_from_step"),
         eval_loss_before=result.get("eval_loss_before"),
         eval_loss_after=result.get("eval_loss_after"),
-        progress={"step": result.get("final_step"), "total_steps": result.get("total_steps"), "eta_seconds": 0},
+        progress={
+            "step": result.get("final_step"),
+            "total_steps": result.get("total_steps"),
+            "epoch": round(float(result.get("epoch") or 0.0), 4),
+            "loss": result["loss_history"][-1][1] if result.get("loss_history") else None,
+            "eval_loss": result.get("eval_loss_after"),
+            "eta_seconds": 0,
+        },
     )
     needs_base = config.spec.output.merge and config.spec.method in ("lora", "qlora")
     base_dir = fetch_base_model(config, workdir / "inputs") if needs_base else None

@@ -49,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
         reporter.publish(state="Failed", failure_class="permanent", message=f"trainer config {config_path}: {exc}")
         return EXIT_PERMANENT
     workdir_arg = args.workdir or os.environ.get(ENV_WORKDIR)
-    if workdir_arg:
-        workdir = Path(workdir_arg)
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix=f"kubepeft-{config.job.name}-node{env.node_rank}-"))
     if env.node_rank == 0:
         reporter.publish(state="Starting")
-    return launch(config, config_path.resolve(), env, workdir, reporter)
+    if workdir_arg:
+        return launch(config, config_path.resolve(), env, Path(workdir_arg), reporter)
+    # Our own temporary folder goes away with the attempt: the next attempt resumes from storage.
+    with tempfile.TemporaryDirectory(prefix=f"kubepeft-{config.job.name}-node{env.node_rank}-") as tmp:
+        return launch(config, config_path.resolve(), env, Path(tmp), reporter)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
