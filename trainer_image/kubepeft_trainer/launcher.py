@@ -188,6 +188,9 @@ def launch(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: 
         return EXIT_OK
     except Exception as exc:
         permanent = is_permanent(exc)
-        log.exception("node %d failed", env.node_rank)
+        if permanent:  # bad input: the message says it all, a traceback is noise
+            log.error("node %d failed permanently: %s", env.node_rank, exc)
+        else:
+            log.exception("node %d failed", env.node_rank)
         reporter.publish(state="Failed", failure_class="permanent" if permanent else "retryable", message=str(exc))
         return EXIT_PERMANENT if permanent else EXIT_RETRYABLE
