@@ -7,8 +7,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from tests.fixtures.s3 import *  # noqa: F401,F403
-from tests.fixtures.api import *  # noqa: F401,F403
-from tests.fixtures.trainer import *  # noqa: F401,F403
-from tests.fixtures.kube import *  # noqa: F401,F403
-from tests.fixtures.training import *  # noqa: F401,F403
+from tests.fixtures.api import *  # noqa: F403
+from tests.fixtures.kube import *  # noqa: F403
+from tests.fixtures.s3 import *  # noqa: F403
+from tests.fixtures.trainer import *  # noqa: F403
+from tests.fixtures.training import *  # noqa: F403

@@ -546,7 +546,11 @@ class PeftJobSpec(ApiModel):
                 "packing works with dataset template text only",
                 field_path=".training.packing",
             ),
-            cel(_immutability_rule(), "spec is immutable once created, except runPolicy.suspend", reason="FieldValueForbidden"),
+            cel(
+                _immutability_rule(),
+                "spec is immutable once created, except runPolicy.suspend",
+                reason="FieldValueForbidden",
+            ),
         )
     )
 

@@ -135,6 +135,8 @@ def test_one_node_job_succeeds_with_artifacts_and_progress(e2e_cluster: E2EClust
     progress = reference["progress"]
     assert progress["step"] == STEPS and progress["totalSteps"] == STEPS
     assert progress.get("display") == f"{STEPS}/{STEPS}"
+    assert isinstance(progress.get("loss"), float) and 0.0 < progress["loss"] < 20.0  # the final report carries it
+    assert isinstance(progress.get("evalLoss"), float)
     artifacts = reference["artifacts"]
     assert artifacts["manifest"] == f"{root}/manifest.json"
     assert artifacts["adapter"] == f"{root}/adapter" and artifacts["merged"] == f"{root}/merged"
