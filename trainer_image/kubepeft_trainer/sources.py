@@ -10,8 +10,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubepeft_trainer.errors import PermanentTrainerError, RetryableTrainerError
+
+if TYPE_CHECKING:
+    from kubepeft.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,17 @@ class StorageAccess:
     endpoint: str | None = None
     region: str = "us-east-1"
     force_path_style: bool = True
+
+    def open_store(self, uri: str) -> Store:
+        from kubepeft.storage import open_store
+
+        return open_store(
+            uri,
+            endpoint=self.endpoint,
+            region=self.region,
+            force_path_style=self.force_path_style,
+            credentials_dir=self.credentials_dir,
+        )
 
 
 @dataclass(frozen=True)
@@ -93,15 +108,9 @@ def snapshot_from_hub(ref: HubRef, workdir: Path, *, repo_type: str, token: str 
 
 def download_s3_prefix(uri: str, dest: Path, access: StorageAccess, *, what: str) -> Path:
     """Download an artifact set (a prefix with ``manifest.json``) and verify every file's sha256."""
-    from kubepeft.storage import IncompleteError, open_store
+    from kubepeft.storage import IncompleteError
 
-    store = open_store(
-        uri,
-        endpoint=access.endpoint,
-        region=access.region,
-        force_path_style=access.force_path_style,
-        credentials_dir=access.credentials_dir,
-    )
+    store = access.open_store(uri)
     try:
         manifest = store.download_dir(uri, dest, verify=True)
     except IncompleteError:
@@ -115,15 +124,7 @@ def download_s3_prefix(uri: str, dest: Path, access: StorageAccess, *, what: str
 
 def download_s3_object(uri: str, dest: Path, access: StorageAccess) -> Path:
     """Download a single object (no manifest: a lone file is its own unit)."""
-    from kubepeft.storage import open_store
-
-    store = open_store(
-        uri,
-        endpoint=access.endpoint,
-        region=access.region,
-        force_path_style=access.force_path_style,
-        credentials_dir=access.credentials_dir,
-    )
+    store = access.open_store(uri)
     store.download_file(uri, dest)
     return dest
 

@@ -35,12 +35,8 @@ def fetch_dataset(
     uri = ds.uri
     workdir = Path(workdir)
     if uri.startswith("s3://"):
-        from kubepeft.storage import open_store
-
         access = StorageAccess(credentials_dir, endpoint, region, force_path_style)
-        store = open_store(
-            uri, endpoint=endpoint, region=region, force_path_style=force_path_style, credentials_dir=credentials_dir
-        )
+        store = access.open_store(uri)
         name = uri.rstrip("/").rsplit("/", 1)[-1]
         if not uri.endswith("/") and store.exists(uri):
             return download_s3_object(uri, workdir / "dataset" / name, access)
