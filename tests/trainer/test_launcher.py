@@ -10,9 +10,9 @@ from kubepeft_trainer.distributed import (
     build_launch_command,
     effective_precision,
 )
-from kubepeft_trainer.launcher import classify_exit
+from kubepeft_trainer.launcher import classify_exit, last_interval_loss
 
-from kubepeft.api.models import PeftJobSpec
+from kubepeft.api.models import PeftJobSpec, TrainingSpec
 from kubepeft.contract import ENV_NODE_RANK, EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv
 
 
@@ -126,3 +126,12 @@ def test_classify_exit() -> None:
     assert classify_exit(1, [other, bad]) == (EXIT_PERMANENT, "data.jsonl:7: bad JSON")
     code, message = classify_exit(1, [other])
     assert code == EXIT_RETRYABLE and "gloo" in (message or "")
+
+
+def test_final_loss_is_the_mean_of_the_last_reporting_interval() -> None:
+    history = [[step, float(step)] for step in range(1, 13)]
+    # Reports every 5 steps: the last interval after step 10 is steps 11-12.
+    assert last_interval_loss(history, TrainingSpec(max_steps=12, log_every_steps=5)) == 11.5
+    # A full last interval: steps 6-10.
+    assert last_interval_loss(history[:10], TrainingSpec(max_steps=10, log_every_steps=5)) == 8.0
+    assert last_interval_loss([], TrainingSpec(max_steps=10)) is None

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from kubepeft.api.models import TrainingSpec
 from kubepeft.contract import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv, TrainerConfig
 from kubepeft_trainer.distributed import build_deepspeed_config, build_launch_command, zero3_persistence_threshold
 from kubepeft_trainer.progress import Reporter
@@ -130,6 +131,18 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
     return {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
 
 
+def last_interval_loss(history: list[list[float]], training: TrainingSpec | None) -> float | None:
+    """Mean loss of the last reporting interval: the number the progress lines showed last."""
+    if not history:
+        return None
+    last_step = int(history[-1][0])
+    every = training.log_every_steps if training else 1
+    # The final interval may be shorter than logEverySteps when maxSteps is not a multiple of it.
+    start = last_step - (last_step % every or every)
+    window = [float(loss) for step, loss in history if step > start]
+    return sum(window) / len(window)
+
+
 def export_after_training(config: TrainerConfig, workdir: Path, reporter: Reporter) -> dict[str, str]:
     from kubepeft_trainer.export import export_training
     from kubepeft_trainer.inputs import fetch_base_model
@@ -146,7 +159,7 @@ def export_after_training(config: TrainerConfig, workdir: Path, reporter: Report
             "step": result.get("final_step"),
             "total_steps": result.get("total_steps"),
             "epoch": round(float(result.get("epoch") or 0.0), 4),
-            "loss": result["loss_history"][-1][1] if result.get("loss_history") else None,
+            "loss": last_interval_loss(result.get("loss_history") or [], config.spec.training),
             "eval_loss": result.get("eval_loss_after"),
             "eta_seconds": 0,
         },
