@@ -30,10 +30,11 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     extra leading positions are sliced off.
     """
     logits = logits[:, -labels.shape[1] :, :]
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
+    # Shift the labels, not the logits: one ignored label appended spares a copy of the whole
+    # (batch, seq, vocab) logits tensor every micro-step (as transformers' own causal-LM loss does).
+    shift_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        logits.float().reshape(-1, logits.shape[-1]),
         shift_labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
