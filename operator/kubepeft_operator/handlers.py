@@ -7,6 +7,7 @@ several operators, one after another, in one process.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from typing import Any
 
@@ -75,40 +76,61 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(configuration)
 
+    # Indexers feed the watch cache. kopf runs them for every event but deletions, before any
+    # handler, and holds all handlers until the initial listing of every indexed kind is in: so
+    # no reconcile ever sees a job without its pods. They return nothing (the cache is the index);
+    # deletions reach the cache through the event handlers below. Async: kopf would run a plain
+    # function in a thread pool.
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    async def cache_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _reconciler(memo).cache.observe_job("MODIFIED", _raw(body))
+
+    @kopf.index("", "v1", "pods", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
+    async def cache_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _reconciler(memo).cache.observe_pod("MODIFIED", dict(body))  # slimmed: a copy
+
+    @kopf.index("", "v1", "configmaps", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
+    async def cache_config_map(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _reconciler(memo).cache.observe_config_map("MODIFIED", dict(body))  # slimmed: a copy
+
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        reconciler: Reconciler = memo["reconciler"]
+        reconciler = _reconciler(memo)
         key = (body.metadata.namespace or "", body.metadata.name or "")
         if type == "DELETED":
+            reconciler.cache.observe_job(type, dict(body))
             reconciler.forget(key)
             return
-        reconciler.known.add(key)
-        if reconciler.is_own_write(key, body.metadata.get("resourceVersion")):
+        reconciler.queue.known.add(key)
+        if reconciler.queue.is_own_write(key, body.metadata.get("resourceVersion")):
             return
         await reconciler.trigger(*key)
 
     @kopf.on.event("", "v1", "pods", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
-    async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler = _reconciler(memo)
+        if type == "DELETED":
+            reconciler.cache.observe_pod(type, dict(body))
         if job := owner_job(body):
-            await memo["reconciler"].trigger(body.metadata.namespace, job)
+            await reconciler.trigger(body.metadata.namespace or "", job)
 
-    @kopf.on.event(
-        "",
-        "v1",
-        "configmaps",
-        labels={naming.LABEL_JOB_NAME: kopf.PRESENT, naming.LABEL_COMPONENT: PROGRESS_COMPONENT},
-        registry=registry,
-    )
-    async def progress_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        if type != "DELETED" and (job := owner_job(body)):
-            await memo["reconciler"].trigger(body.metadata.namespace, job)
+    @kopf.on.event("", "v1", "configmaps", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
+    async def config_map_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler = _reconciler(memo)
+        if type == "DELETED":
+            reconciler.cache.observe_config_map(type, dict(body))
+            return
+        progress = body.metadata.labels.get(naming.LABEL_COMPONENT) == PROGRESS_COMPONENT
+        if progress and (job := owner_job(body)):
+            await reconciler.trigger(body.metadata.namespace or "", job)
 
-    # A periodic resync of every known job (deadlines, TTLs, missed events). Deliberately not a
-    # kopf timer: kopf puts a finalizer on objects with timers, and PeftJobs need none.
+    # A periodic resync of every known job (deadlines, TTLs, missed events), read from the cache.
+    # Deliberately not a kopf timer: kopf puts a finalizer on objects with timers, and PeftJobs
+    # need none.
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-        reconciler: Reconciler = memo["reconciler"]
-        memo["resync_task"] = asyncio.get_running_loop().create_task(reconciler.resync_forever(settings.resync_seconds))
+        queue = _reconciler(memo).queue
+        memo["resync_task"] = asyncio.get_running_loop().create_task(queue.resync_forever(settings.resync_seconds))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
@@ -116,3 +138,13 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
             task.cancel()
 
     return registry
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    reconciler: Reconciler = memo["reconciler"]
+    return reconciler
+
+
+def _raw(body: kopf.Body) -> dict[str, Any]:
+    """A plain-dict snapshot of kopf's body view (the cache keeps it beyond the event)."""
+    return copy.deepcopy(dict(body))

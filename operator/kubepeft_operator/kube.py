@@ -16,7 +16,6 @@ import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
 from kubepeft.api.models import GROUP, PLURAL, VERSION
-from kubepeft_operator import naming
 
 PLURALS = {
     ("v1", "Pod"): "pods",
@@ -27,13 +26,23 @@ PLURALS = {
     ("rbac.authorization.k8s.io/v1", "Role"): "roles",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
 }
+USER_AGENT = "kubepeft-operator"
 JOBS_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
 
 
 class KubeError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, causes: tuple[str, ...] = ()) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.causes = causes
+        """The ``reason`` of each ``details.causes`` entry of the server's Status."""
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing can be created in it any more."""
+        return self.status == 403 and (
+            "NamespaceTerminating" in self.causes or "because it is being terminated" in self.message
+        )
 
 
 def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
@@ -58,6 +67,7 @@ class KubeApi:
     def __init__(self, configuration: kubernetes.client.Configuration, threads: int = 8) -> None:
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, threads)
         self._client = kubernetes.client.ApiClient(configuration)
+        self._client.user_agent = USER_AGENT  # audit logs tell the operator's requests apart
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kubepeft-kube")
 
     def close(self) -> None:
@@ -87,13 +97,14 @@ class KubeApi:
                 _request_timeout=30,
             )
         except ApiException as exc:
-            reason, message = exc.reason or "", ""
+            reason, message, causes = exc.reason or "", "", tuple[str, ...]()
             try:
                 status = json.loads(exc.body or "{}")
                 reason, message = status.get("reason", reason), status.get("message", "")
+                causes = tuple(str(c.get("reason", "")) for c in (status.get("details") or {}).get("causes") or [])
             except (ValueError, AttributeError):
                 pass
-            raise KubeError(exc.status or 0, reason, message) from None
+            raise KubeError(exc.status or 0, reason, message, causes) from None
         data = response.data
         return json.loads(data) if data else {}
 
@@ -110,17 +121,16 @@ class KubeApi:
             raise
 
     # --- the calls the operator makes --------------------------------------------------------
+    # Reads of jobs, pods and progress come from the watch cache; these are the writes, plus the
+    # few reads the cache cannot answer (a job after a conflict, a Secret's keys, the owner of a
+    # child that already existed).
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(JOBS_PATH.format(namespace=namespace) + f"/{name}")
 
-    async def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        selector = f"{naming.LABEL_JOB_NAME}={naming.label_value(job)}"
-        answer = await self._call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
-        return list(answer.get("items") or [])
-
-    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        path = _collection_path(api_version, PLURALS[(api_version, kind)], namespace) + f"/{name}"
+        return await self._get_or_none(path)
 
     async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """Key names of a Secret (``None`` if absent). Values are read by the client but never kept."""
@@ -129,16 +139,15 @@ class KubeApi:
             return None
         return frozenset(secret.get("data") or {}) | frozenset(secret.get("stringData") or {})
 
-    async def create(self, obj: dict[str, Any]) -> bool:
-        """Create; ``False`` if it already exists (children have deterministic names)."""
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create and return the stored object; ``None`` if one of that name already exists."""
         meta = obj["metadata"]
         plural = PLURALS[(obj["apiVersion"], obj["kind"])]
         try:
-            await self._call("POST", _collection_path(obj["apiVersion"], plural, meta["namespace"]), body=obj)
-            return True
+            return await self._call("POST", _collection_path(obj["apiVersion"], plural, meta["namespace"]), body=obj)
         except KubeError as exc:
-            if exc.status == 409:
-                return False
+            if exc.status == 409 and exc.reason == "AlreadyExists":
+                return None
             raise
 
     async def delete_pod(self, namespace: str, name: str) -> None:
@@ -158,23 +167,25 @@ class KubeApi:
             if exc.status not in (404, 409):
                 raise
 
-    async def patch_job_status(self, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> str:
-        """Replace ``.status`` as one merge patch, guarded by the resourceVersion we decided on."""
-        # A JSON merge patch cannot drop list items or stale keys, so null out what is gone.
+    async def patch_job_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Patch ``.status`` (a merge patch), guarded by the resourceVersion we decided on; the new job."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        answer = await self._call(
+        return await self._call(
             "PATCH",
             JOBS_PATH.format(namespace=namespace) + f"/{name}/status",
             body=body,
             content_type="application/merge-patch+json",
         )
-        return str((answer.get("metadata") or {}).get("resourceVersion", ""))
 
-    async def patch_job_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> str:
-        answer = await self._call(
+    async def patch_job_annotations(
+        self, namespace: str, name: str, annotations: dict[str, str | None], resource_version: str
+    ) -> dict[str, Any]:
+        body = {"metadata": {"annotations": annotations, "resourceVersion": resource_version}}
+        return await self._call(
             "PATCH",
             JOBS_PATH.format(namespace=namespace) + f"/{name}",
-            body={"metadata": {"annotations": annotations}},
+            body=body,
             content_type="application/merge-patch+json",
         )
-        return str((answer.get("metadata") or {}).get("resourceVersion", ""))

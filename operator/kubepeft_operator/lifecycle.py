@@ -20,6 +20,7 @@ from kubepeft_operator import naming
 from kubepeft_operator.status import (
     FINISHED_PHASES,
     artifacts_from_report,
+    get_condition,
     parse_termination_report,
     parse_time,
     progress_from_report,
@@ -194,6 +195,8 @@ class _Decider:
         self.d = Decision(status=status, failed_attempts=job.failed_attempts)
         self.st = status
         attempt = status.attempts
+        self.waiting_for = 0
+        """Pods of earlier attempts still terminating; the new attempt's pods wait for them."""
         self.current = {p.rank: p for p in observed.pods if p.attempt == attempt}
         self.stale = [p for p in observed.pods if p.attempt != attempt]
 
@@ -214,6 +217,20 @@ class _Decider:
 
     def report(self) -> TrainerReport | None:
         return self.observed.report
+
+    def create_pods(self, attempt: int, ranks: tuple[int, ...]) -> None:
+        """Create the ranks' pods, but only once no pod of an earlier attempt exists.
+
+        The next attempt's pods take the same hostnames under the same headless Service; while a
+        pod of the previous attempt is still terminating (a real kubelet grants it its grace
+        period), rank 0's DNS name could resolve to the dying pod. The deletion events of the old
+        pods trigger the reconcile that creates the new ones.
+        """
+        leftovers = [p for p in self.observed.pods if p.attempt < attempt]
+        if leftovers:
+            self.waiting_for = len(leftovers)
+            return
+        self.d.actions.append(CreatePods(attempt, ranks))
 
     def current_report(self) -> TrainerReport | None:
         report = self.observed.report
@@ -272,7 +289,7 @@ class _Decider:
         self.st.attempts = attempt
         if self.st.start_time is None or kind == "resume":
             self.st.start_time = rfc3339(self.now)
-        self.d.actions.append(CreatePods(attempt, tuple(range(nodes))))
+        self.create_pods(attempt, tuple(range(nodes)))
         if kind == "first":
             self.st.phase = "Created"
             self.st.message = f"attempt 1 created: {nodes} worker(s)"
@@ -292,7 +309,12 @@ class _Decider:
             self.condition("Suspended", "False", "Resumed", self.st.message)
             self.condition("Running", "False", "Starting", "waiting for workers")
             self.event("Normal", "Resumed", self.st.message)
+        if self.waiting_for:
+            self.st.message = f"{self.st.message}; {self.waiting_message()}"
         return self.d
+
+    def waiting_message(self) -> str:
+        return f"attempt {self.st.attempts} waits for {self.waiting_for} pod(s) of an earlier attempt to terminate"
 
     def worker_failure(self, pod: PodView | None, vanished: list[str]) -> Decision:
         assert self.job.spec is not None
@@ -375,10 +397,18 @@ class _Decider:
             if st.phase == "Running":
                 names = [naming.worker_pod_name(job.name, st.attempts, r) for r in missing]
                 return self.worker_failure(None, names)
-            # Not created yet (e.g. the operator stopped between the status write and the pods).
-            self.d.actions.append(CreatePods(st.attempts, tuple(missing)))
+            # Not created yet: the previous attempt's pods are still terminating, or the operator
+            # stopped between the status write and the pods.
+            self.create_pods(st.attempts, tuple(missing))
+            if self.waiting_for:
+                st.message = self.waiting_message()
             return self.d
         pods = list(self.current.values())
+        created = get_condition(st.conditions, "Created")
+        if created is not None and created.status == "False":
+            self.condition(
+                "Created", "True", "ChildrenCreated", f"attempt {st.attempts}: all {nodes} worker(s) created"
+            )
         if all(p.succeeded for p in pods):
             return self.succeed()
         if all(p.running or p.succeeded for p in pods):
@@ -399,7 +429,30 @@ class _Decider:
 
 def decide(job: JobView, observed: Observed, now: datetime.datetime) -> Decision:
     """Pure: what to do next for one job, and its new status."""
-    return _Decider(job, observed, now).decide()
+    decision = _Decider(job, observed, now).decide()
+    if decision.status.phase in FINISHED_PHASES and decision.status.progress is not None:
+        decision.status.progress.eta_seconds = None  # nothing is left to estimate
+    return decision
+
+
+def create_refused(job: JobView, now: datetime.datetime, message: str) -> Decision:
+    """Pure: the API server refused to create a child for a reason that may pass (HTTP 403: a
+    ResourceQuota, a missing PriorityClass, an admission policy). The attempt stays, the status
+    and a ``FailedCreate`` Event say why, and the reconcile is retried with backoff."""
+    decider = _Decider(job, Observed(), now)
+    message = _clip(message)
+    previous = get_condition(job.status.conditions, "Created")
+    decider.st.message = f"attempt {job.status.attempts}: {message} (retrying)"
+    decider.condition("Created", "False", "FailedCreate", message)
+    if previous is None or previous.reason != "FailedCreate" or previous.message != message:
+        decider.event("Warning", "FailedCreate", message)
+    return decider.d
+
+
+def name_conflict(job: JobView, now: datetime.datetime, message: str) -> Decision:
+    """Pure: a child's name is taken by an object this job does not control. Nothing of the other
+    object is touched; the job fails (a rename of the job is the way out)."""
+    return _Decider(job, Observed(), now).fail("NameConflict", message)
 
 
 def reject(job: JobView, observed: Observed, now: datetime.datetime, message: str) -> Decision:

@@ -1,8 +1,11 @@
 """Deterministic child names and labels.
 
 Every child name derives from the job name, so a restarted operator finds what it made.
-Names that would exceed a limit are cut and given a short hash of the full job name, so two
-long job names that share a prefix never collide.
+Names that would exceed a limit are cut and given a 64-bit hash of the full job name, so two
+long job names that share a prefix do not collide by accident, and a collision cannot be found
+by search. Names alone are no proof of ownership, though (another job, or anyone who may create
+ConfigMaps, can take a name first): the reconciler adopts an existing child only when its
+controller owner reference carries the job's uid, and fails the job as ``NameConflict`` otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
 KUEUE_POD_GROUP_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 
 DNS_LABEL_MAX = 63
-HASH_LEN = 6
+HASH_LEN = 16
+"""Hex digits of the name hash: 64 bits."""
 
 
 def short_hash(text: str) -> str:

@@ -1,24 +1,32 @@
-"""One reconcile of one PeftJob: observe (API reads), decide (pure), act (API writes).
+"""One reconcile of one PeftJob: observe (the watch cache), decide (pure), act (API writes).
 
-Triggers for the same job coalesce: while a reconcile runs, further triggers only mark it
-dirty and it runs once more; so bursts of pod events cost one or two reconciles, and two
-reconciles of one job never overlap. Writes go status first, children after, so an operator
-stopped at any point finds a status that tells it what is still to be created.
+Reads come from :class:`~kubepeft_operator.cache.WatchCache`, so a reconcile or a resync costs
+no GET; the work queue (:mod:`kubepeft_operator.workqueue`) coalesces triggers, backs off after
+failures and resyncs. Writes go status first, children after, so an operator stopped at any
+point finds a status that tells it what is still to be created.
+
+How a write the API server refuses is handled:
+
+- 400/422 (the rendered object is invalid): the job fails as ``InvalidSpec``;
+- 403 because the namespace is being deleted: nothing more is done for the job;
+- any other 403 (quota, admission, a missing PriorityClass): ``FailedCreate`` in status and as an
+  Event, then retried with backoff;
+- 409 on create: the object exists; it is ours only if its controller owner reference carries
+  this job's uid, otherwise the job fails as ``NameConflict``, the other object untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kubepeft.api.models import PeftJobSpec
 from kubepeft_operator import naming
+from kubepeft_operator.cache import WatchCache, controller_uid
 from kubepeft_operator.kube import KubeApi, KubeError
 from kubepeft_operator.lifecycle import (
     CreatePods,
@@ -29,7 +37,9 @@ from kubepeft_operator.lifecycle import (
     Observed,
     PodView,
     Preflight,
+    create_refused,
     decide,
+    name_conflict,
     reject,
 )
 from kubepeft_operator.metrics import Metrics
@@ -41,28 +51,24 @@ from kubepeft_operator.status import (
     failed_attempts_from_annotation,
     failed_attempts_to_annotation,
     parse_report,
+    rfc3339,
     spec_from_wire,
     status_from_wire,
     status_to_wire,
 )
+from kubepeft_operator.workqueue import Retry, WorkQueue
 
 logger = logging.getLogger("kubepeft.operator")
 Key = tuple[str, str]
 EventSink = Callable[[dict[str, Any], str, str, str], None]
-MAX_ERROR_BACKOFF = 60.0
 INVALID_STATUSES = (400, 422)
 """Answers to a create that say the object itself is wrong: a retry sends the same object."""
+SECRET_KEYS_TTL = 60.0
+"""How long a Secret's key names, once found, are trusted without asking again."""
 
 
 def _log_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     logger.info("%s %s/%s %s: %s", type_, body["metadata"].get("namespace"), body["metadata"]["name"], reason, message)
-
-
-@dataclass
-class _KeyState:
-    running: bool = False
-    pending: bool = False
-    errors: int = 0
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +76,18 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
     patch.update({k: None for k in old if k not in new})
     return patch
+
+
+class CreateRefused(Exception):
+    """The API server refused a child for a reason that may pass (HTTP 403); retried with backoff."""
+
+
+class _Refusal(Exception):
+    """A child could not be created; carries the follow-up decision's maker."""
+
+    def __init__(self, kind: str, message: str, error: KubeError | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.error = kind, message, error
 
 
 class Reconciler:
@@ -80,203 +98,258 @@ class Reconciler:
         metrics: Metrics | None = None,
         events: EventSink = _log_event,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        cache: WatchCache | None = None,
     ) -> None:
         self.kube, self.settings, self.events, self.clock = kube, settings, events, clock
         self.metrics = metrics or Metrics()
-        self._states: dict[Key, _KeyState] = {}
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._own_versions: dict[Key, str] = {}
-        self.known: set[Key] = set()
-        """Jobs seen in the watch stream (kopf lists them all at start-up)."""
+        self.cache = cache or WatchCache()
+        self.queue: WorkQueue[Key] = WorkQueue(self._work, on_failure=self._failed)
+        self._secret_keys: dict[Key, tuple[frozenset[str], float]] = {}
 
-    # --- triggering --------------------------------------------------------------------------
-
-    def is_own_write(self, key: Key, resource_version: str | None) -> bool:
-        """The event shows nothing but our own last status write (skip: we already acted on it)."""
-        return resource_version is not None and self._own_versions.get(key) == resource_version
-
-    def forget(self, key: Key) -> None:
-        self.known.discard(key)
-        if (timer := self._timers.pop(key, None)) is not None:
-            timer.cancel()
-        self._own_versions.pop(key, None)
-        self.metrics.set_phase(key, None)
+    # --- what the handlers call --------------------------------------------------------------
 
     async def trigger(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
-        state = self._states.setdefault(key, _KeyState())
-        if state.running:
-            state.pending = True
-            return
-        state.running = True
-        try:
-            state.pending = True
-            while state.pending:
-                state.pending = False
-                await self._reconcile_guarded(key, state)
-        finally:
-            state.running = False
-            if not state.pending and key not in self._timers and not state.errors:
-                self._states.pop(key, None)
+        await self.queue.trigger((namespace, name))
 
-    async def resync_forever(self, interval: float) -> None:
-        """Reconcile every known job each ``interval`` seconds, spread over the interval."""
-        while True:
-            keys = sorted(self.known)
-            if not keys:
-                await asyncio.sleep(interval)
-                continue
-            for key in keys:
-                if key in self.known:
-                    asyncio.get_running_loop().create_task(self.trigger(*key))
-                await asyncio.sleep(interval / len(keys))
+    def forget(self, key: Key) -> None:
+        self.queue.forget(key)
+        self.cache.forget_job(*key)
+        self.metrics.set_phase(key, None)
 
-    def requeue(self, key: Key, delay: float) -> None:
-        if (timer := self._timers.get(key)) is not None:
-            if timer.when() <= asyncio.get_running_loop().time() + delay:
-                return
-            timer.cancel()
+    # --- the work ----------------------------------------------------------------------------
 
-        def fire() -> None:
-            self._timers.pop(key, None)
-            asyncio.get_running_loop().create_task(self.trigger(*key))
-
-        self._timers[key] = asyncio.get_running_loop().call_later(max(0.0, delay), fire)
-
-    async def _reconcile_guarded(self, key: Key, state: _KeyState) -> None:
+    async def _work(self, key: Key) -> None:
         started = time.perf_counter()
         try:
             await self.reconcile(*key)
-            state.errors = 0
-        except KubeError as exc:
-            if exc.status == 409:  # the job changed under us: read again and decide again
-                state.pending = True
-                return
-            self._failed(key, state, exc)
-        except Exception as exc:  # a reconcile must never kill the operator; retry with backoff
-            self._failed(key, state, exc)
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
-    def _failed(self, key: Key, state: _KeyState, exc: Exception) -> None:
-        state.errors += 1
+    def _failed(self, key: Key, exc: BaseException, delay: float) -> None:
         self.metrics.reconcile_errors.inc()
-        delay = min(MAX_ERROR_BACKOFF, 0.5 * 2 ** (state.errors - 1))
         logger.warning("reconcile of %s/%s failed (%s); retrying in %.1fs", *key, exc, delay)
-        self.requeue(key, delay)
-
-    # --- one reconcile -----------------------------------------------------------------------
-
-    async def preflight(self, namespace: str, spec: PeftJobSpec) -> Preflight:
-        mounts = credential_mounts(spec, self.settings)
-        names = sorted(secrets_to_read(mounts))
-        keys = await asyncio.gather(*(self.kube.secret_keys(namespace, name) for name in names))
-        return check_secrets(mounts, dict(zip(names, keys, strict=True)), namespace)
 
     async def reconcile(self, namespace: str, name: str) -> Decision | None:
         key = (namespace, name)
-        body = await self.kube.get_job(namespace, name)
+        body = self.cache.job(namespace, name)
         if body is None:
             self.forget(key)
             return None
-        meta = body["metadata"]
-        if meta.get("deletionTimestamp"):
+        if body["metadata"].get("deletionTimestamp"):
             return None  # going away; its children follow by garbage collection
+        job = self.job_view(body)
+        observed = self.observe(job)
+        now = self.clock()
+        decision = decide(job, observed, now)
+        if decision.needs_preflight and job.spec is not None:
+            preflight = await self.preflight(namespace, job.spec)
+            observed = Observed(pods=observed.pods, report=observed.report, preflight=preflight)
+            decision = decide(job, observed, now)
+        body = await self.write_status(body, job, decision)
+        try:
+            await self.perform(body, job, decision)
+        except _Refusal as refusal:
+            await self.refused(body, job, decision, refusal)
+        return decision
+
+    def job_view(self, body: dict[str, Any]) -> JobView:
+        meta = body["metadata"]
         spec, spec_error = spec_from_wire(body.get("spec"))
-        status = status_from_wire(body.get("status"))
-        job = JobView(
-            name=name,
-            namespace=namespace,
+        return JobView(
+            name=meta["name"],
+            namespace=meta.get("namespace") or "",
             uid=meta["uid"],
             generation=meta.get("generation"),
             spec=spec,
             spec_error=spec_error,
-            status=status,
+            status=status_from_wire(body.get("status")),
             failed_attempts=failed_attempts_from_annotation(
                 (meta.get("annotations") or {}).get(naming.ANNOTATION_FAILED_ATTEMPTS)
             ),
         )
-        pods: list[PodView] = []
-        report = None
-        if status.attempts > 0:
-            # Pods first, then the report: a pod seen Succeeded had written its final report.
-            for pod in await self.kube.list_job_pods(namespace, name):
-                owners = pod["metadata"].get("ownerReferences") or []
-                if any(ref.get("uid") == job.uid for ref in owners) and (view := PodView.from_body(pod)):
-                    pods.append(view)
-            if status.phase not in FINISHED_PHASES:
-                progress = await self.kube.get_config_map(namespace, naming.progress_map_name(name))
-                report = parse_report((progress or {}).get("data"))
-        now = self.clock()
-        observed = Observed(pods=tuple(pods), report=report)
-        decision = decide(job, observed, now)
-        if decision.needs_preflight and spec is not None:
-            observed = Observed(pods=tuple(pods), report=report, preflight=await self.preflight(namespace, spec))
-            decision = decide(job, observed, now)
-        await self.act(body, job, spec, decision)
-        return decision
 
-    async def act(self, body: dict[str, Any], job: JobView, spec: PeftJobSpec | None, decision: Decision) -> None:
+    def observe(self, job: JobView) -> Observed:
+        """The job's pods (those it controls) and the trainer's latest report, from the cache."""
+        pods = [
+            view
+            for pod in self.cache.pods_of(job.namespace, job.name)
+            if controller_uid(pod) == job.uid and (view := PodView.from_body(pod)) is not None
+        ]
+        report = None
+        if job.status.attempts > 0 and job.status.phase not in FINISHED_PHASES:
+            progress = self.cache.config_map(job.namespace, naming.progress_map_name(job.name))
+            if progress is not None and controller_uid(progress) == job.uid:
+                report = parse_report(progress.get("data"))
+        return Observed(pods=tuple(pods), report=report)
+
+    async def preflight(self, namespace: str, spec: PeftJobSpec) -> Preflight:
+        mounts = credential_mounts(spec, self.settings)
+        names = sorted(secrets_to_read(mounts))
+        keys = await asyncio.gather(*(self.secret_keys(namespace, name) for name in names))
+        return check_secrets(mounts, dict(zip(names, keys, strict=True)), namespace)
+
+    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """A Secret's key names; a found Secret is trusted for a minute (a burst of jobs naming
+        one Secret reads it once). A missing one is asked again every time."""
+        now = time.monotonic()
+        cached = self._secret_keys.get((namespace, name))
+        if cached is not None and now - cached[1] < SECRET_KEYS_TTL:
+            return cached[0]
+        keys = await self.kube.secret_keys(namespace, name)
+        if keys is not None:
+            self._secret_keys[(namespace, name)] = (keys, now)
+        return keys
+
+    # --- acting ------------------------------------------------------------------------------
+
+    async def write_status(self, body: dict[str, Any], job: JobView, decision: Decision) -> dict[str, Any]:
+        """Annotations and status as decided, then the decision's Events; the job as now stored."""
         key = (job.namespace, job.name)
-        version = body["metadata"]["resourceVersion"]
-        if decision.failed_attempts != job.failed_attempts:
-            value = failed_attempts_to_annotation(decision.failed_attempts)
-            version = await self.kube.patch_job_annotations(
-                job.namespace, job.name, {naming.ANNOTATION_FAILED_ATTEMPTS: value}
-            )
-        old = body.get("status") or {}
-        new = status_to_wire(decision.status)
-        if patch := status_patch(old, new):
-            version = await self.kube.patch_job_status(job.namespace, job.name, patch, version)
-            self._own_versions[key] = version
+        try:
+            if decision.failed_attempts != job.failed_attempts:
+                value = failed_attempts_to_annotation(decision.failed_attempts)
+                body = await self.kube.patch_job_annotations(
+                    job.namespace,
+                    job.name,
+                    {naming.ANNOTATION_FAILED_ATTEMPTS: value},
+                    body["metadata"]["resourceVersion"],
+                )
+                self.cache.observe_job("MODIFIED", body)
+            if patch := status_patch(body.get("status") or {}, status_to_wire(decision.status)):
+                body = await self.kube.patch_job_status(
+                    job.namespace, job.name, patch, body["metadata"]["resourceVersion"]
+                )
+                self.cache.observe_job("MODIFIED", body)
+                self.queue.wrote(key, body["metadata"]["resourceVersion"])
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            # The job changed since the cache saw it: read it once, then decide again.
+            fresh = await self.kube.get_job(job.namespace, job.name)
+            if fresh is not None:
+                self.cache.observe_job("MODIFIED", fresh)
+            raise Retry() from exc
         for event in decision.events:
             self.events(body, event.type, event.reason, event.message)
+        self.metrics.set_phase(key, decision.status.phase)
+        if decision.restarted:
+            self.metrics.restarts.inc()
+        return body
+
+    async def perform(self, body: dict[str, Any], job: JobView, decision: Decision) -> None:
         identity = JobIdentity.from_body(body)
         for action in decision.actions:
-            if isinstance(action, CreatePods) and spec is not None:
-                try:
-                    await self._create_pods(identity, spec, action)
-                except KubeError as exc:
-                    if exc.status not in INVALID_STATUSES:
-                        raise
-                    await self._reject(body, job, decision, version, exc)
-                    return
+            if isinstance(action, CreatePods) and job.spec is not None:
+                await self.create_attempt(identity, job.spec, action)
             elif isinstance(action, DeletePods):
                 logger.info("deleting %s in %s: %s", ", ".join(action.names), job.namespace, action.why)
                 await asyncio.gather(*(self.kube.delete_pod(job.namespace, n) for n in action.names))
+                when = rfc3339(self.clock())
+                for pod in action.names:
+                    self.cache.mark_terminating(job.namespace, pod, when)
             elif isinstance(action, DeleteJob):
                 logger.info("deleting PeftJob %s/%s: %s", job.namespace, job.name, action.why)
                 await self.kube.delete_job(job.namespace, job.name, job.uid)
-        if decision.restarted:
-            self.metrics.restarts.inc()
-        self.metrics.set_phase(key, decision.status.phase)
         if decision.requeue_after is not None:
-            self.requeue(key, decision.requeue_after + 0.05)
+            self.queue.requeue((job.namespace, job.name), decision.requeue_after + 0.05)
 
-    async def _reject(
-        self, body: dict[str, Any], job: JobView, decision: Decision, version: str, exc: KubeError
-    ) -> None:
-        """Fail the job whose rendered children the API server refused (e.g. an invalid affinity).
+    async def refused(self, body: dict[str, Any], job: JobView, decision: Decision, refusal: _Refusal) -> None:
+        """Record why a child could not be created; retry later where that may pass."""
+        if refusal.kind == "terminating":
+            logger.info("namespace %s is being deleted: not acting on %s any more", job.namespace, job.name)
+            return
+        after = JobView(
+            name=job.name,
+            namespace=job.namespace,
+            uid=job.uid,
+            generation=job.generation,
+            spec=job.spec,
+            spec_error=job.spec_error,
+            status=decision.status,
+            failed_attempts=decision.failed_attempts,
+        )
+        now = self.clock()
+        if refusal.kind == "invalid":
+            follow = reject(after, Observed(), now, refusal.message)
+        elif refusal.kind == "conflict":
+            follow = name_conflict(after, now, refusal.message)
+        else:
+            follow = create_refused(after, now, refusal.message)
+        await self.write_status(body, after, follow)
+        if refusal.kind == "forbidden":
+            raise CreateRefused(refusal.message)
 
-        Pods of the attempt created before the refusal are deleted by the next reconcile (their
-        creation triggers one), as for any finished job.
+    # --- creating an attempt -----------------------------------------------------------------
+
+    async def create_attempt(self, job: JobIdentity, spec: PeftJobSpec, action: CreatePods) -> None:
+        """The attempt's children, then its pods.
+
+        Order matters on a real server: the RoleBinding is refused while its Role does not exist
+        yet (the RBAC escalation check reads the Role), and a pod is refused while its
+        ServiceAccount does not. Everything else is created concurrently.
         """
-        now_job = dataclasses.replace(job, status=decision.status, failed_attempts=decision.failed_attempts)
-        message = f"the API server refused an object this spec renders: {exc.message or exc.reason}"
-        rejection = reject(now_job, Observed(), self.clock(), message)
-        current = {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
-        current["status"] = status_to_wire(decision.status)
-        await self.act(current, now_job, None, rejection)
-
-    async def _create_pods(self, job: JobIdentity, spec: PeftJobSpec, action: CreatePods) -> None:
-        # The pods need the ConfigMap, the ServiceAccount and the Service; create those first,
-        # concurrently (idempotent: an existing child is left as it is).
-        await asyncio.gather(*(self.kube.create(child) for child in render_job_children(job, spec, self.settings)))
+        children = render_job_children(job, spec, self.settings)
+        first = [c for c in children if c["kind"] != "RoleBinding"]
+        second = [c for c in children if c["kind"] == "RoleBinding"]
         pods = [
             p
             for p in render_workers(job, spec, self.settings, action.attempt)
             if int(p["metadata"]["labels"][naming.LABEL_RANK]) in action.ranks
         ]
-        created = await asyncio.gather(*(self.kube.create(pod) for pod in pods))
-        if any(created) and len(action.ranks) == spec.resources.nodes:
+        await self.ensure(job, first)
+        created = await self.ensure(job, second + pods)
+        if any(created[len(second) :]) and len(action.ranks) == spec.resources.nodes:
             self.metrics.attempts.inc()
+
+    async def ensure(self, job: JobIdentity, objects: list[dict[str, Any]]) -> list[bool]:
+        """Create each object; one that exists must be this job's. ``True`` where created now."""
+        results = await asyncio.gather(*(self._create(job, obj) for obj in objects), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [bool(r) for r in results]
+
+    async def _create(self, job: JobIdentity, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        what = f'{obj["kind"]} "{meta["name"]}"'
+        try:
+            stored = await self.kube.create(obj)
+        except KubeError as exc:
+            if exc.namespace_terminating:
+                raise _Refusal("terminating", str(exc), exc) from None
+            if exc.status in INVALID_STATUSES:
+                raise _Refusal(
+                    "invalid", f"the API server refused an object this spec renders: {exc.message or exc.reason}", exc
+                ) from None
+            if exc.status == 403:
+                raise _Refusal("forbidden", f"cannot create {what}: {exc.message or exc.reason}", exc) from None
+            raise
+        if stored is not None:
+            if obj["kind"] == "Pod":
+                self.cache.observe_pod("ADDED", stored)
+            return True
+        existing = await self._existing(obj)
+        if existing is None:
+            return False  # gone again since: the next reconcile creates it
+        if controller_uid(existing) != job.uid:
+            raise _Refusal(
+                "conflict",
+                f"{what} already exists and is not controlled by this PeftJob (uid {job.uid}); "
+                "it was left untouched: delete it or rename the job",
+            )
+        return False
+
+    async def _existing(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The object of that name that is in the way. Pods and ConfigMaps come from the cache,
+        which holds every one labelled as a job's child: one not there is someone else's."""
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if obj["kind"] == "Pod":
+            return self.cache.pod(namespace, name) or _FOREIGN
+        if obj["kind"] == "ConfigMap":
+            return self.cache.config_map(namespace, name) or _FOREIGN
+        return await self.kube.get(obj["apiVersion"], obj["kind"], namespace, name)
+
+
+_FOREIGN: dict[str, Any] = {"metadata": {"ownerReferences": []}}
+"""Stands for an object that exists but is not in the cache: it is not labelled as any job's."""

@@ -34,7 +34,6 @@ from tests.deploy.support import (
 # --- what the operator needs, and nothing more ------------------------------------------------
 
 JOB_VERBS = ("get", "list", "watch", "patch", "delete")  # never create or update (PUT) a PeftJob
-CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 
 
 def _grant(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> set[tuple[str, str, str]]:
@@ -43,12 +42,14 @@ def _grant(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> se
 
 NAMESPACED_NEEDS = (
     _grant("kubepeft.dev", ("peftjobs",), JOB_VERBS)
-    | _grant("kubepeft.dev", ("peftjobs/status",), ("get", "patch"))
-    | _grant("", ("pods", "services", "configmaps", "serviceaccounts"), CHILD_VERBS)
-    | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "list", "watch", "create", "delete"))
+    | _grant("kubepeft.dev", ("peftjobs/status",), ("patch",))
+    | _grant("kubepeft.dev", ("peftjobs/finalizers",), ("update",))
+    | _grant("", ("pods",), ("list", "watch", "create", "delete"))
+    | _grant("", ("configmaps",), ("list", "watch", "create", "get", "patch"))
+    | _grant("", ("services", "serviceaccounts"), ("get", "create"))
+    | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "create"))
     | _grant("", ("secrets",), ("get",))
-    | _grant("", ("events",), ("create", "patch"))
-    | _grant("events.k8s.io", ("events",), ("create", "patch"))
+    | _grant("", ("events",), ("create",))
 )
 CLUSTER_WIDE_NEEDS = (
     NAMESPACED_NEEDS

@@ -170,6 +170,7 @@ class ApiServerApp:
             if verb == "GET" and (found := self._discovery(parts)) is not None:
                 return _json(found)
             rtype, namespace, name, sub = self._route(parts)
+            self._audit(request, rtype, name, sub)
             if rtype.namespaced and name is not None and namespace is None:
                 raise ApiError(404, "NotFound", "a namespaced object needs a namespace in its URL")
             if verb == "GET" and name is None:
@@ -208,6 +209,18 @@ class ApiServerApp:
             raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported here")
         except ApiError as exc:
             return _error(exc)
+
+    def _audit(self, request: web.Request, rtype: ResourceType, name: str | None, sub: str | None) -> None:
+        """Record the request as RBAC sees it (the verb it authorizes, not the HTTP method)."""
+        method = request.method
+        if method == "GET":
+            verb = "get" if name else ("watch" if request.query.get("watch") in ("true", "1") else "list")
+        elif method == "DELETE":
+            verb = "delete" if name else "deletecollection"
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+        resource = f"{rtype.plural}/{sub}" if sub else rtype.plural
+        self.store.audit.append((request.headers.get("User-Agent", ""), verb, rtype.group, resource))
 
     async def _body(self, request: web.Request) -> Any:
         text = await request.text()

@@ -119,6 +119,8 @@ class Store:
         self.watches: set[Watch] = set()
         self._uid_source = (str(uuid.UUID(int=i, version=4)) for i in itertools.count(1))
         self.requests: dict[str, int] = {}
+        self.audit: list[tuple[str, str, str, str]] = []
+        """Each resource request: (User-Agent, RBAC verb, API group, resource[/subresource])."""
 
     # --- lookup ------------------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ from kubepeft_operator.lifecycle import (
     Observed,
     PodView,
     Preflight,
+    create_refused,
     decide,
+    name_conflict,
 )
 from kubepeft_operator.status import get_condition, rfc3339, spec_from_wire
 
@@ -96,11 +98,58 @@ def test_success_records_artifacts_and_completion() -> None:
 def test_one_worker_failing_restarts_the_whole_gang() -> None:
     observed = Observed(pods(1, "Failed", "Running", exit_codes={0: 1}, message="NCCL timeout"), preflight=OK)
     d = decide(job(running()), observed, T0)
-    assert d.actions == [DeletePods(("tune-a1-0", "tune-a1-1"), "attempt 1 failed"), CreatePods(2, (0, 1))]
+    # The new attempt is recorded, but its pods wait until the old ones are gone.
+    assert d.actions == [DeletePods(("tune-a1-0", "tune-a1-1"), "attempt 1 failed")]
     assert d.status.phase == "Restarting" and d.status.attempts == 2 and d.failed_attempts == {1}
     assert d.restarted and "NCCL timeout" in (d.status.message or "")
+    assert "waits for 2 pod(s) of an earlier attempt" in (d.status.message or "")
     restarting = get_condition(d.status.conditions, "Restarting")
     assert restarting is not None and restarting.status == "True"
+
+
+def test_the_next_attempt_starts_only_after_every_pod_of_the_previous_one_is_gone() -> None:
+    status = {"phase": "Restarting", "attempts": 2, "startTime": rfc3339(T0)}
+    terminating = tuple(PodView(f"tune-a1-{rank}", 1, rank, "Running", terminating=True) for rank in range(2))
+    waiting = decide(job(status), Observed(terminating, preflight=OK), T0)
+    assert waiting.actions == [] and "waits for 2 pod(s)" in (waiting.status.message or "")
+    one_left = decide(job(status), Observed(terminating[:1], preflight=OK), T0)
+    assert one_left.actions == []
+    gone = decide(job(status), Observed(preflight=OK), T0)
+    assert gone.actions == [CreatePods(2, (0, 1))] and gone.status.phase == "Restarting"
+
+
+def test_a_finished_job_keeps_no_eta() -> None:
+    report = TrainerReport(
+        state="Succeeded", attempt=1, progress=ReportProgress(step=10, total_steps=10, eta_seconds=42)
+    )
+    d = decide(job(running()), Observed(pods(1, "Succeeded", "Succeeded", exit_codes={0: 0, 1: 0}), report), T0)
+    assert d.status.phase == "Succeeded" and d.status.progress is not None
+    assert d.status.progress.step == 10 and d.status.progress.eta_seconds is None
+    live = decide(
+        job(running()), Observed(pods(1, "Running", "Running"), report.model_copy(update={"state": "Training"})), T0
+    )
+    assert live.status.progress is not None and live.status.progress.eta_seconds == 42
+
+
+def test_a_refused_create_is_recorded_once_and_cleared_when_the_pods_exist() -> None:
+    status = {"phase": "Created", "attempts": 1, "startTime": rfc3339(T0)}
+    message = 'cannot create Pod "tune-a1-0": exceeded quota: no-pods'
+    refused = create_refused(job(status), T0, message)
+    assert refused.status.phase == "Created" and "exceeded quota" in (refused.status.message or "")
+    created = get_condition(refused.status.conditions, "Created")
+    assert created is not None and created.status == "False" and created.reason == "FailedCreate"
+    assert [e.reason for e in refused.events] == ["FailedCreate"] and not refused.actions
+    again = create_refused(job(refused.status.to_wire()), T0, message)
+    assert not again.events  # the same refusal is not announced twice
+    recovered = decide(job(refused.status.to_wire()), Observed(pods(1, "Pending", "Pending")), T0)
+    assert get_condition(recovered.status.conditions, "Created").status == "True"  # type: ignore[union-attr]
+
+
+def test_a_name_taken_by_another_object_fails_the_job_as_name_conflict() -> None:
+    d = name_conflict(job(running()), T0, 'ConfigMap "tune-config" already exists and is not controlled by this job')
+    assert d.status.phase == "Failed" and not d.actions
+    assert get_condition(d.status.conditions, "Failed").reason == "NameConflict"  # type: ignore[union-attr]
+    assert [e.reason for e in d.events] == ["NameConflict"]
 
 
 def test_backoff_limit_exhausted_fails() -> None:

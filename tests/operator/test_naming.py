@@ -35,6 +35,9 @@ def test_long_names_are_cut_with_a_hash_and_stay_unique() -> None:
             assert len(name) <= 63 and DNS_LABEL.match(name), name
         assert RFC1035.match(naming.service_name(job))
     assert naming.worker_pod_name(long_a, 1, 0) != naming.worker_pod_name(long_b, 1, 0)
+    # A cut name carries a 64-bit hash of the whole job name (no collision can be searched for).
+    cut = naming.config_map_name(long_a)
+    assert cut.endswith(f"-{naming.short_hash(long_a)}-config") and len(naming.short_hash(long_a)) * 4 >= 64
     assert naming.worker_pod_name(long_a, 1, 0).endswith("-a1-0")
     assert naming.service_name(long_a) == naming.service_name(long_a)  # deterministic
 

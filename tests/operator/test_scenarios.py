@@ -2,123 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubepeft_operator import naming
 
-from kubepeft.contract import REPORT_KEY, ReportArtifacts, ReportProgress, TrainerReport
 from tests.fixtures.kube import wait_for
 from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import FakeKubelet, Pod, PodScript
-from tests.operator.support import NS, S3_KEYS, peftjob, secret
+from tests.harness.kubelet import Pod, PodScript
+from tests.operator.scenario_support import (
+    LABEL,
+    attempt_of,
+    condition,
+    event_reasons,
+    pods,
+    rank_of,
+    status,
+    wait_phase,
+)
+from tests.operator.support import NS, peftjob, secret
 
 pytestmark = pytest.mark.timeout(60)
-LABEL = f"{naming.LABEL_JOB_NAME}=tune"
-
-
-def attempt_of(pod: Pod) -> int:
-    return int(pod["metadata"]["labels"][naming.LABEL_ATTEMPT])
-
-
-def rank_of(pod: Pod) -> int:
-    return int(pod["metadata"]["labels"][naming.LABEL_RANK])
-
-
-class TrainerKubelet(FakeKubelet):
-    """Pods that behave like trainers: rank 0 reports progress, then the result; exit codes by script."""
-
-    def __init__(self, url: str, script: Callable[[Pod], PodScript | None]) -> None:
-        super().__init__(url, script)
-
-    async def start_pod(self, pod: Pod) -> None:
-        script = self.behavior(pod)
-        if script is None:
-            return
-        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        attempt = attempt_of(pod)
-        await self.set_running(ns, name)
-        if rank_of(pod) == 0:
-            await self.report(
-                pod,
-                TrainerReport(
-                    state="Training", attempt=attempt, progress=ReportProgress(step=5, total_steps=10, loss=2.0)
-                ),
-            )
-        if script.exit_code is None:
-            return
-        await asyncio.sleep(script.run_for)
-        if rank_of(pod) == 0:
-            if script.exit_code == 0:
-                final = TrainerReport(
-                    state="Succeeded",
-                    attempt=attempt,
-                    progress=ReportProgress(step=10, total_steps=10, loss=0.5, eval_loss=0.7),
-                    artifacts=ReportArtifacts(
-                        adapter="s3://runs/out/team-a/tune/adapter", manifest="s3://runs/out/team-a/tune/manifest.json"
-                    ),
-                    eval_loss_before=2.5,
-                )
-                await self.report(pod, final)
-            elif script.exit_code == 3:
-                await self.report(
-                    pod,
-                    TrainerReport(state="Failed", attempt=attempt, failure_class="permanent", message=script.message),
-                )
-        await self.set_terminated(ns, name, script.exit_code, script.message)
-
-    async def report(self, pod: Pod, report: TrainerReport) -> None:
-        ns = pod["metadata"]["namespace"]
-        cm = next(e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "KUBEPEFT_PROGRESS_CONFIGMAP")
-        await self.api_patch(f"/api/v1/namespaces/{ns}/configmaps/{cm}", {"data": {REPORT_KEY: report.to_json()}})
-
-
-@pytest.fixture
-def cluster(apiserver: ApiServer) -> ApiServer:
-    apiserver.create("secrets", NS, secret("model-creds", *S3_KEYS))
-    apiserver.create("secrets", NS, secret("s3-creds", *S3_KEYS))
-    return apiserver
-
-
-@pytest.fixture
-def start_trainers(cluster: ApiServer) -> Any:
-    started: list[TrainerKubelet] = []
-
-    def start(script: Callable[[Pod], PodScript | None]) -> TrainerKubelet:
-        kubelet = TrainerKubelet(cluster.url, script).start()
-        started.append(kubelet)
-        return kubelet
-
-    yield start
-    for kubelet in started:
-        kubelet.stop()
-
-
-def status(server: ApiServer, name: str = "tune") -> dict[str, Any]:
-    job = server.get("peftjobs", NS, name)
-    return (job or {}).get("status") or {}
-
-
-def wait_phase(server: ApiServer, phase: str, name: str = "tune", timeout: float = 20) -> dict[str, Any]:
-    return wait_for(
-        lambda: status(server, name) if status(server, name).get("phase") == phase else None,
-        timeout,
-        what=f"phase {phase} (last status: {status(server, name)})",
-    )
-
-
-def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in st["conditions"] if c["type"] == type_)
-
-
-def pods(server: ApiServer) -> list[Pod]:
-    return server.list("pods", NS, LABEL)
-
-
-def event_reasons(server: ApiServer) -> list[str]:
-    return [e.get("reason", "") for e in server.list("events", NS)]
 
 
 def test_job_runs_to_success_with_progress_artifacts_and_consistent_rendezvous(
@@ -352,3 +256,42 @@ def test_dropped_watch_streams_do_not_lose_events(cluster: ApiServer, start_oper
     for pod in pods(cluster):
         kubelet.terminate(NS, pod["metadata"]["name"], 0)
     wait_phase(cluster, "Succeeded")
+
+
+def test_a_precreated_child_name_is_never_adopted(cluster: ApiServer, start_operator: Any) -> None:
+    """Anyone who may create ConfigMaps could create ``<job>-config`` first (pointing the job's
+    pods, with the job's Secret, at another output): the job fails instead of using it."""
+    start_operator()
+    planted = {"metadata": {"name": "tune-config", "labels": {"planted": "yes"}}, "data": {"config.json": "{}"}}
+    cluster.create("configmaps", NS, planted)
+    cluster.create("peftjobs", NS, peftjob())
+    failed = wait_phase(cluster, "Failed")
+    assert condition(failed, "Failed")["reason"] == "NameConflict"
+    assert 'ConfigMap "tune-config"' in failed["message"]
+    assert pods(cluster) == []
+    untouched = cluster.get("configmaps", NS, "tune-config")
+    assert untouched is not None and untouched["data"] == {"config.json": "{}"}
+    assert not untouched["metadata"].get("ownerReferences")
+    assert "NameConflict" in event_reasons(cluster)
+
+
+def test_a_job_named_to_collide_with_another_jobs_children_cannot_take_them_over(
+    cluster: ApiServer, start_operator: Any, start_trainers: Any
+) -> None:
+    """A 63-character victim name is cut with a hash; a second job named exactly like the cut
+    prefix has the same child names. The first to create them owns them; the other fails."""
+    victim = "v" * 63
+    attacker = naming.config_map_name(victim).removesuffix("-config")
+    assert attacker != victim and naming.config_map_name(attacker) == naming.config_map_name(victim)
+    start_trainers(lambda p: PodScript(exit_code=None))
+    start_operator()
+    cluster.create("peftjobs", NS, peftjob(victim))
+    wait_phase(cluster, "Running", name=victim)
+    cluster.create("peftjobs", NS, peftjob(attacker, output={"uri": "s3://evil/out"}))
+    failed = wait_phase(cluster, "Failed", name=attacker)
+    assert condition(failed, "Failed")["reason"] == "NameConflict"
+    config = cluster.get("configmaps", NS, naming.config_map_name(victim))
+    victim_uid = cluster.get("peftjobs", NS, victim)["metadata"]["uid"]  # type: ignore[index]
+    assert config is not None and config["metadata"]["ownerReferences"][0]["uid"] == victim_uid
+    assert "s3://evil" not in str(config["data"])
+    assert status(cluster, victim)["phase"] == "Running"

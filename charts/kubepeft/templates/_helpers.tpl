@@ -85,27 +85,46 @@ The operator's RBAC rules for PeftJobs and the objects it creates per job (least
 wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 */}}
 {{- define "kubepeft.operatorRules" -}}
-# PeftJobs: watched, annotated (failed attempts, kopf's bookkeeping), deleted after their TTL;
-# the operator never creates or replaces one. Status: merge patches only.
+# Exactly the verbs the operator's requests use (tests/operator/test_rbac_from_requests.py derives
+# them from a recorded run), plus what RBAC itself requires of it, marked below.
+# PeftJobs: watched, annotated (failed attempts), read once after a write conflict, deleted after
+# their TTL; never created or replaced. Status: merge patches only.
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs"]
   verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
+# Required, not called: children carry blockOwnerDeletion, which clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift) allow only to users who may
+# update the owner's finalizers.
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftjobs/finalizers"]
+  verbs: ["update"]
+# Worker pods and ConfigMaps: read from watches, created, pods deleted (gang restarts).
 - apiGroups: [""]
-  resources: ["pods", "services", "configmaps", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["pods"]
+  verbs: ["list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create"]
+# Required, not called: the operator creates the trainer's Role (get and patch of its progress
+# ConfigMap), and RBAC lets a user grant only what it holds itself.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "patch"]
+# Other children: created; read only when one already exists, to check that it is the job's own.
+- apiGroups: [""]
+  resources: ["services", "serviceaccounts"]
+  verbs: ["get", "create"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "create"]
+# The key names of the Secrets a job references, checked before its pods start.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}

@@ -1,0 +1,98 @@
+"""The operator against the test API server: trainer-like pods and the helpers the scenario tests share."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from kubepeft_operator import naming
+
+from kubepeft.contract import REPORT_KEY, ReportArtifacts, ReportProgress, TrainerReport
+from tests.fixtures.kube import wait_for
+from tests.harness.apiserver import ApiServer
+from tests.harness.kubelet import FakeKubelet, Pod, PodScript
+from tests.operator.support import NS
+
+LABEL = f"{naming.LABEL_JOB_NAME}=tune"
+
+
+def attempt_of(pod: Pod) -> int:
+    return int(pod["metadata"]["labels"][naming.LABEL_ATTEMPT])
+
+
+def rank_of(pod: Pod) -> int:
+    return int(pod["metadata"]["labels"][naming.LABEL_RANK])
+
+
+class TrainerKubelet(FakeKubelet):
+    """Pods that behave like trainers: rank 0 reports progress, then the result; exit codes by script."""
+
+    def __init__(self, url: str, script: Callable[[Pod], PodScript | None]) -> None:
+        super().__init__(url, script)
+
+    async def start_pod(self, pod: Pod) -> None:
+        script = self.behavior(pod)
+        if script is None:
+            return
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        attempt = attempt_of(pod)
+        await self.set_running(ns, name)
+        if rank_of(pod) == 0:
+            await self.report(
+                pod,
+                TrainerReport(
+                    state="Training", attempt=attempt, progress=ReportProgress(step=5, total_steps=10, loss=2.0)
+                ),
+            )
+        if script.exit_code is None:
+            return
+        await asyncio.sleep(script.run_for)
+        if rank_of(pod) == 0:
+            if script.exit_code == 0:
+                final = TrainerReport(
+                    state="Succeeded",
+                    attempt=attempt,
+                    progress=ReportProgress(step=10, total_steps=10, loss=0.5, eval_loss=0.7),
+                    artifacts=ReportArtifacts(
+                        adapter="s3://runs/out/team-a/tune/adapter", manifest="s3://runs/out/team-a/tune/manifest.json"
+                    ),
+                    eval_loss_before=2.5,
+                )
+                await self.report(pod, final)
+            elif script.exit_code == 3:
+                await self.report(
+                    pod,
+                    TrainerReport(state="Failed", attempt=attempt, failure_class="permanent", message=script.message),
+                )
+        await self.set_terminated(ns, name, script.exit_code, script.message)
+
+    async def report(self, pod: Pod, report: TrainerReport) -> None:
+        ns = pod["metadata"]["namespace"]
+        cm = next(e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "KUBEPEFT_PROGRESS_CONFIGMAP")
+        await self.api_patch(f"/api/v1/namespaces/{ns}/configmaps/{cm}", {"data": {REPORT_KEY: report.to_json()}})
+
+
+def status(server: ApiServer, name: str = "tune") -> dict[str, Any]:
+    job = server.get("peftjobs", NS, name)
+    return (job or {}).get("status") or {}
+
+
+def wait_phase(server: ApiServer, phase: str, name: str = "tune", timeout: float = 20) -> dict[str, Any]:
+    return wait_for(
+        lambda: status(server, name) if status(server, name).get("phase") == phase else None,
+        timeout,
+        what=f"phase {phase} (last status: {status(server, name)})",
+    )
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in st["conditions"] if c["type"] == type_)
+
+
+def pods(server: ApiServer) -> list[Pod]:
+    return server.list("pods", NS, LABEL)
+
+
+def event_reasons(server: ApiServer) -> list[str]:
+    return [e.get("reason", "") for e in server.list("events", NS)]
