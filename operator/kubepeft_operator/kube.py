@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -64,7 +65,13 @@ def _collection_path(api_version: str, plural: str, namespace: str) -> str:
 
 
 class KubeApi:
-    def __init__(self, configuration: kubernetes.client.Configuration, threads: int = 8) -> None:
+    def __init__(
+        self,
+        configuration: kubernetes.client.Configuration,
+        threads: int = 8,
+        on_request: Callable[[str], None] | None = None,
+    ) -> None:
+        self._on_request = on_request
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, threads)
         self._client = kubernetes.client.ApiClient(configuration)
         self._client.user_agent = USER_AGENT  # audit logs tell the operator's requests apart
@@ -109,6 +116,8 @@ class KubeApi:
         return json.loads(data) if data else {}
 
     async def _call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self._on_request is not None:
+            self._on_request(args[0])
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: self._call_sync(*args, **kwargs))
 

@@ -422,8 +422,10 @@ class _Decider:
             return self.d
         running = sum(1 for p in pods if p.running or p.succeeded)
         gated = sum(1 for p in pods if p.gated)
-        waiting = f"attempt {st.attempts}: waiting for workers, {running}/{nodes} running"
-        st.message = waiting + (f", {gated} gated (queued)" if gated else "")
+        if running or gated or st.phase != "Created":
+            # (Freshly created pods leave the creation message: one status write fewer per job.)
+            waiting = f"attempt {st.attempts}: waiting for workers, {running}/{nodes} running"
+            st.message = waiting + (f", {gated} gated (queued)" if gated else "")
         return self.d
 
 

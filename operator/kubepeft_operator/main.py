@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
@@ -23,12 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
 
 
-def _kopf_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Kubernetes Events through kopf's poster (batched, logged)."""
-    try:
-        kopf.event(cast(Any, body), type=type_, reason=reason, message=message)
-    except LookupError:  # outside kopf's context (direct reconciler use): log only
-        logging.getLogger("kubepeft.operator").info("%s %s: %s", type_, reason, message)
+def _event_poster(metrics: Metrics) -> Callable[[dict[str, Any], str, str, str], None]:
+    def post(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Kubernetes Events through kopf's poster (one POST each, logged)."""
+        try:
+            kopf.event(cast(Any, body), type=type_, reason=reason, message=message)
+            metrics.api_requests.labels("POST").inc()
+        except LookupError:  # outside kopf's context (direct reconciler use): log only
+            logging.getLogger("kubepeft.operator").info("%s %s: %s", type_, reason, message)
+
+    return post
 
 
 async def run_operator(
@@ -41,8 +46,11 @@ async def run_operator(
     liveness: bool = True,
 ) -> None:
     """Run until ``stop_flag`` is set (or a signal arrives). Tests call this in their own thread."""
-    kube = KubeApi(configuration, threads=settings.api_threads)
-    reconciler = Reconciler(kube, settings, metrics, events=_kopf_event)
+    metrics = metrics or Metrics()
+    kube = KubeApi(
+        configuration, threads=settings.api_threads, on_request=lambda m: metrics.api_requests.labels(m).inc()
+    )
+    reconciler = Reconciler(kube, settings, metrics, events=_event_poster(metrics))
     try:
         await kopf.operator(
             registry=build_registry(configuration, settings),

@@ -26,18 +26,28 @@ class Metrics:
         self.restarts = Counter(
             "kubepeft_restarts", "Attempts started after a retryable worker failure", registry=self.registry
         )
+        self.api_requests = Counter(
+            "kubepeft_api_requests",
+            "Requests the operator sent to the API server (watches excluded), by HTTP method",
+            ["method"],
+            registry=self.registry,
+        )
         self._phases: dict[tuple[str, str], str] = {}
+        self._tally: Tally[str] = Tally()
         for phase in PHASES:
             self.jobs.labels(phase).set(0)
 
     def set_phase(self, key: tuple[str, str], phase: str | None) -> None:
-        if phase is None:
-            self._phases.pop(key, None)
-        else:
+        previous = self._phases.pop(key, None) if phase is None else self._phases.get(key)
+        if previous == phase:
+            return
+        if phase is not None:
             self._phases[key] = phase
-        tally = Tally(self._phases.values())
-        for name in PHASES:
-            self.jobs.labels(name).set(tally.get(name, 0))
+        for name, delta in ((previous, -1), (phase, 1)):
+            if name is not None:
+                self._tally[name] += delta
+                if name in PHASES:
+                    self.jobs.labels(name).set(self._tally[name])
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
