@@ -1,20 +1,23 @@
-"""Kubernetes API calls the reconciler makes (the official client, off the event loop).
+"""Kubernetes API calls the reconciler makes: aiohttp on kopf's own event loop.
 
-Bodies and answers are plain dicts: no model (de)serialisation, which is most of the client's
-cost. Every call runs in a small thread pool so the kopf loop never blocks.
+The official client loads the credentials (kubeconfig or in-cluster ServiceAccount, with its
+token refresh); the requests go out through aiohttp, as kopf's own do: no thread pool, no model
+(de)serialisation, bodies and answers are plain dicts. The Authorization header is built from
+the loaded configuration on every request, whichever key the client version stored the token
+under (``kubernetes==36.0.0`` stored it where its own ``auth_settings()`` never looked, so its
+requests went out anonymous).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 import kubernetes.client
 import kubernetes.config
-from kubernetes.client.exceptions import ApiException
 
 from kubepeft.api.models import GROUP, PLURAL, VERSION
 
@@ -59,67 +62,88 @@ def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Confi
     return configuration
 
 
+def _error(status: int, reason: str, text: str) -> KubeError:
+    """A KubeError from the server's Status answer (reason, message, causes)."""
+    message, causes = "", tuple[str, ...]()
+    try:
+        answer = json.loads(text or "{}")
+        reason, message = answer.get("reason", reason), answer.get("message", "")
+        causes = tuple(str(c.get("reason", "")) for c in (answer.get("details") or {}).get("causes") or [])
+    except (ValueError, AttributeError):
+        message = text[:500]
+    return KubeError(status, reason, message, causes)
+
+
 def _collection_path(api_version: str, plural: str, namespace: str) -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     return f"{prefix}/namespaces/{namespace}/{plural}"
+
+
+def authorization_header(configuration: kubernetes.client.Configuration) -> str | None:
+    """``Authorization`` for a request, from a loaded configuration (token refreshed if due)."""
+    for key in ("authorization", "BearerToken"):
+        if (value := configuration.get_api_key_with_prefix(key)) and isinstance(value, str):
+            return value if " " in value.strip() else f"Bearer {value.strip()}"
+    if configuration.username or configuration.password:
+        return str(configuration.get_basic_auth_token())
+    return None
+
+
+def ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext | bool:
+    """TLS as the configuration says: its CA, its client certificate, or no verification."""
+    if not configuration.host.startswith("https"):
+        return False
+    if not configuration.verify_ssl:
+        return False
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    return context
 
 
 class KubeApi:
     def __init__(
         self,
         configuration: kubernetes.client.Configuration,
-        threads: int = 8,
+        connections: int = 8,
         on_request: Callable[[str], None] | None = None,
     ) -> None:
+        self._configuration = configuration
+        self._connections = connections
         self._on_request = on_request
-        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, threads)
-        self._client = kubernetes.client.ApiClient(configuration)
-        self._client.user_agent = USER_AGENT  # audit logs tell the operator's requests apart
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kubepeft-kube")
+        self._session: aiohttp.ClientSession | None = None
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created on the running loop, at first use
+            connector = aiohttp.TCPConnector(ssl=ssl_context(self._configuration), limit=self._connections)
+            self._session = aiohttp.ClientSession(
+                self._configuration.host.rstrip("/"),
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=30),
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},  # audit logs tell us apart
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     # --- transport ---------------------------------------------------------------------------
 
-    def _call_sync(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: list[tuple[str, str]] | None = None,
-        content_type: str = "application/json",
+    async def _call(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> dict[str, Any]:
-        try:
-            response = self._client.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=30,
-            )
-        except ApiException as exc:
-            reason, message, causes = exc.reason or "", "", tuple[str, ...]()
-            try:
-                status = json.loads(exc.body or "{}")
-                reason, message = status.get("reason", reason), status.get("message", "")
-                causes = tuple(str(c.get("reason", "")) for c in (status.get("details") or {}).get("causes") or [])
-            except (ValueError, AttributeError):
-                pass
-            raise KubeError(exc.status or 0, reason, message, causes) from None
-        data = response.data
-        return json.loads(data) if data else {}
-
-    async def _call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self._on_request is not None:
-            self._on_request(args[0])
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: self._call_sync(*args, **kwargs))
+            self._on_request(method)
+        headers = {"Content-Type": content_type}
+        if auth := authorization_header(self._configuration):
+            headers["Authorization"] = auth
+        data = json.dumps(body) if body is not None else None
+        async with self._http().request(method, path, data=data, headers=headers) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise _error(response.status, response.reason or "", text)
+        return json.loads(text) if text else {}
 
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:

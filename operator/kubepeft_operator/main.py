@@ -48,7 +48,7 @@ async def run_operator(
     """Run until ``stop_flag`` is set (or a signal arrives). Tests call this in their own thread."""
     metrics = metrics or Metrics()
     kube = KubeApi(
-        configuration, threads=settings.api_threads, on_request=lambda m: metrics.api_requests.labels(m).inc()
+        configuration, connections=settings.api_connections, on_request=lambda m: metrics.api_requests.labels(m).inc()
     )
     reconciler = Reconciler(kube, settings, metrics, events=_event_poster(metrics))
     try:
@@ -65,7 +65,7 @@ async def run_operator(
             ready_flag=ready_flag,
         )
     finally:
-        kube.close()
+        await kube.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -62,8 +62,8 @@ class OperatorSettings:
     peering: str = ""
     max_workers: int = 0
     """kopf's per-object worker limit; 0 = kopf's default (unlimited)."""
-    api_threads: int = 8
-    """Threads for the operator's own API calls (creates, deletes, status patches)."""
+    api_connections: int = 16
+    """Concurrent connections for the operator's own API calls (creates, deletes, status patches)."""
     resync_seconds: float = 30.0
     """Periodic resync of every job (safety net for missed events, deadlines, TTLs)."""
 
@@ -108,6 +108,6 @@ class OperatorSettings:
             health_port=_int("KUBEPEFT_HEALTH_PORT", get("KUBEPEFT_HEALTH_PORT"), 8081),
             peering=get("KUBEPEFT_PEERING"),
             max_workers=_int("KUBEPEFT_MAX_WORKERS", get("KUBEPEFT_MAX_WORKERS"), 0),
-            api_threads=max(1, _int("KUBEPEFT_API_THREADS", get("KUBEPEFT_API_THREADS"), 8)),
+            api_connections=max(1, _int("KUBEPEFT_API_CONNECTIONS", get("KUBEPEFT_API_CONNECTIONS"), 16)),
             resync_seconds=max(1.0, resync_seconds),
         )
