@@ -88,6 +88,15 @@ def test_every_rendered_object_validates_strict(scenario: tuple[str, list[dict[s
         validate_strict(obj)
 
 
+CLUSTER_SCOPED_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterKopfPeering",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
 def test_objects_carry_the_recommended_labels(scenario: tuple[str, list[dict[str, Any]]]) -> None:
     _, objects = scenario
     for obj in objects:
@@ -98,10 +107,7 @@ def test_objects_carry_the_recommended_labels(scenario: tuple[str, list[dict[str
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", where
         assert labels.get("app.kubernetes.io/version") == "0.1.0", where
         assert labels.get("app.kubernetes.io/part-of") == "kubepeft", where
-        if (
-            obj["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
-            and obj["metadata"].get("namespace") is None
-        ):
+        if obj["kind"] not in CLUSTER_SCOPED_KINDS and obj["metadata"].get("namespace") is None:
             pytest.fail(f"{where}: namespaced object without metadata.namespace")
 
 
@@ -114,7 +120,28 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
         "Deployment/kubepeft",
         "Service/kubepeft-metrics",
         "ServiceAccount/kubepeft",
+        "ValidatingAdmissionPolicy/kubepeft-secret-access",
+        "ValidatingAdmissionPolicyBinding/kubepeft-secret-access",
     ]
+
+
+def test_the_secret_access_policy_checks_every_secret_reference_and_can_restrict_images() -> None:
+    """Its verdicts are tested against a real API server (tests/cluster); here: its shape."""
+    import celpy  # the CEL syntax, offline (Kubernetes adds authorizer and request on top)
+
+    policy = one(
+        render({"admissionPolicy": {"allowedImageRegistries": ["registry.example.com/ml"]}}),
+        "ValidatingAdmissionPolicy",
+    )
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    for source in ("model", "dataset", "output"):
+        assert any(f"object.spec.{source}.credentialsSecretRef.name" in e and "check('get')" in e for e in expressions)
+    assert any("registry.example.com/ml" in e for e in expressions)
+    env = celpy.Environment()
+    for expression in expressions:
+        env.compile(expression)
+    assert of_kind(render({"admissionPolicy": {"enabled": False}}), "ValidatingAdmissionPolicy") == []
+    assert len(of_kind(render({}), "ValidatingAdmissionPolicy")[0]["spec"]["validations"]) == 3
 
 
 # --- the operator Deployment ------------------------------------------------------------------
@@ -316,7 +343,12 @@ def test_trainer_role_the_operator_creates_is_within_its_own_rights() -> None:
 
 def test_rbac_can_be_left_to_the_cluster_admin() -> None:
     objects = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "preprovisioned"}})
-    assert {o["kind"] for o in objects} == {"Deployment", "Service"}
+    assert {o["kind"] for o in objects} == {
+        "Deployment",
+        "Service",
+        "ValidatingAdmissionPolicy",  # not RBAC: it stays
+        "ValidatingAdmissionPolicyBinding",
+    }
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "preprovisioned"
 
 
