@@ -5,8 +5,9 @@ schema: every ``$ref`` inlined, ``Optional[X]`` written as plain ``X`` (absent m
 ``anyOf`` with null), no ``title``, OpenAPI v3.0 style boolean ``exclusiveMinimum``/
 ``exclusiveMaximum``, and no ``additionalProperties: true`` (``x-kubernetes-preserve-unknown-fields``
 says that instead, and only where a model asks for it). Fields built by ``default_factory`` get
-their default too: a nested object defaults to ``{}`` so that the API server fills in that object's
-own field defaults, which the CEL rules rely on (``self.output.merge``, ``self.distributed.backend``).
+their default too, which the CEL rules rely on (``self.output.merge``, ``self.distributed.backend``).
+A nested object's default is written out in full (every field's own default), not ``{}``: the API
+server checks each CEL rule against the default as written when the CRD is created.
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ _KIND_DESCRIPTION = (
 )
 
 
+_RULES = "x-kubernetes-validations"
+
+
+_NAME_SCHEMA = {
+    "type": "string",
+    "description": f"Name of the job: a DNS-1123 subdomain of at most {models.MAX_NAME_LENGTH} characters "
+    "(it is also a label value).",
+}
+
+
 class UnsupportedSchemaError(ValueError):
     """A model uses a construct that has no structural-schema equivalent (e.g. a real union)."""
 
@@ -71,7 +82,9 @@ class _FactoryDefaults(GenerateJsonSchema):
             return super().get_default_value(schema)
         value = factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            return {}  # the API server then applies the nested fields' own defaults
+            # The whole defaulted object, not {}: the API server checks every CEL rule against the
+            # default *as written* when the CRD is created ({} fails "no such key" on self.backend).
+            return value.model_dump(by_alias=True, exclude_none=True, mode="json")
         return to_jsonable_python(value)
 
 
@@ -97,7 +110,12 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         node = {**variants[0], **node}
     if "$ref" in node:
         target = _structural(_resolve_ref(node.pop("$ref"), defs), defs)
-        return {**target, **_structural_keywords(node, defs)}  # the field's description wins over the model's
+        own = _structural_keywords(node, defs)
+        rules = [*target.get(_RULES, []), *own.pop(_RULES, [])]  # the model's rules, then the field's
+        merged = {**target, **own}  # the field's description wins over the model's
+        if rules:
+            merged[_RULES] = rules
+        return merged
     return _structural_keywords(node, defs)
 
 
@@ -180,11 +198,16 @@ def openapi_schema(
         "description": models.PeftJob.__doc__,
         "type": "object",
         "required": ["spec"],
+        # The server only bounds metadata.name at 253 characters; this makes it refuse what
+        # `kubepeft validate` refuses (the name is also a label value).
+        _RULES: [models.name_length_rule()],
         "properties": {
             "apiVersion": {"type": "string", "description": _API_VERSION_DESCRIPTION},
             "kind": {"type": "string", "description": _KIND_DESCRIPTION},
-            # The API server owns metadata's schema; a CRD may only say it is an object.
-            "metadata": {"type": "object"},
+            # The API server owns metadata's schema; a CRD may only declare name and generateName.
+            # name is declared (unrestricted) so that the root rule's fieldPath .metadata.name
+            # resolves: the server then reports a too-long name at metadata.name.
+            "metadata": {"type": "object", "properties": {"name": _NAME_SCHEMA}},
             "spec": {**model_schema(spec_model), "description": fields["spec"].description},
             "status": {**model_schema(status_model), "description": fields["status"].description},
         },

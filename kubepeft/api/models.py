@@ -31,6 +31,10 @@ CATEGORIES = ["kubepeft"]
 # shortens those that would exceed a limit with a hash of the full name.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 MAX_NAME_LENGTH = 63
+NAME_LENGTH_MESSAGE = f"must be at most {MAX_NAME_LENGTH} characters long (it is also a label value)"
+# The API server cuts generateName to this many characters before appending 5 random ones, so a
+# generated name always fits MAX_NAME_LENGTH.
+MAX_GENERATE_NAME_PREFIX = MAX_NAME_LENGTH - 5
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -46,6 +50,24 @@ def cel(rule: str, message: str, *, field_path: str | None = None, reason: str |
 def validations(*rules: dict[str, Any]) -> dict[str, Any]:
     """``json_schema_extra`` for a model carrying CEL rules."""
     return {"x-kubernetes-validations": list(rules)}
+
+
+def name_length_rule() -> dict[str, Any]:
+    """Root-level rule: the API server itself allows 253 characters, kubepeft (and its validator) 63."""
+    rule = f"!has(self.metadata.name) || size(self.metadata.name) <= {MAX_NAME_LENGTH}"
+    return cel(rule, NAME_LENGTH_MESSAGE, field_path=".metadata.name", reason="FieldValueInvalid")
+
+
+IMMUTABLE_MESSAGE = "spec is immutable once created, except runPolicy.suspend"
+
+
+def immutable() -> dict[str, Any]:
+    """``json_schema_extra`` of a field that may not change once the job exists.
+
+    One cheap rule per field instead of one spec-wide comparison: each rule's CEL cost is then
+    bounded by its own field, and the server names the changed field in its error.
+    """
+    return validations(cel("self == oldSelf", IMMUTABLE_MESSAGE, reason="FieldValueForbidden"))
 
 
 class ApiModel(BaseModel):
@@ -436,11 +458,11 @@ class CheckpointingSpec(ApiModel):
 class RunPolicy(ApiModel):
     """Lifecycle knobs, as in Kubeflow's runPolicy."""
 
-    backoff_limit: int = Field(default=3, ge=0, le=100)
+    backoff_limit: int = Field(default=3, ge=0, le=100, json_schema_extra=immutable())
     """Attempts after the first before the job fails (retryable failures only)."""
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    active_deadline_seconds: int | None = Field(default=None, ge=1, json_schema_extra=immutable())
     """Fail the job (DeadlineExceeded) after this long since it started."""
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, json_schema_extra=immutable())
     """Delete the job and its children this long after it succeeds or fails."""
     suspend: bool = False
     """Tear the workers down and keep checkpoints; unsuspending resumes from them."""
@@ -448,36 +470,17 @@ class RunPolicy(ApiModel):
 
 # --- the spec -----------------------------------------------------------------------------
 
-IMMUTABLE_FIELDS = (
-    "method",
-    "model",
-    "lora",
-    "quantization",
-    "promptTuning",
-    "adapters",
-    "dataset",
-    "training",
-    "resources",
-    "distributed",
-    "output",
-    "checkpointing",
-)
-
-
+# Optional spec sections: adding or removing one after creation is refused by the spec-level rule;
+# changing one is refused by the section's own transition rule (`self == oldSelf`).
+OPTIONAL_SECTIONS = ("lora", "quantization", "promptTuning", "adapters", "dataset", "training")
 # runPolicy fields fixed at creation too: only suspend may change on a created job.
-IMMUTABLE_RUN_POLICY_FIELDS = ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
+OPTIONAL_RUN_POLICY_FIELDS = ("activeDeadlineSeconds", "ttlSecondsAfterFinished")
 
 
-def _unchanged(path: str) -> str:
-    """CEL: the optional field at ``path`` is present in both or neither, and equal when present."""
-    return f"(has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path}))"
-
-
-def _immutability_rule() -> str:
-    """Everything but runPolicy.suspend is fixed once created (the running workers were built from it)."""
-    parts = [_unchanged(name) for name in IMMUTABLE_FIELDS]
-    parts += [_unchanged(f"runPolicy.{name}") for name in IMMUTABLE_RUN_POLICY_FIELDS]
-    return " && ".join(parts)
+def _presence_rule() -> str:
+    """CEL: every optional section (and optional runPolicy field) is present before and after, or neither."""
+    paths = [*OPTIONAL_SECTIONS, *(f"runPolicy.{name}" for name in OPTIONAL_RUN_POLICY_FIELDS)]
+    return " && ".join(f"has(self.{path}) == has(oldSelf.{path})" for path in paths)
 
 
 class PeftJobSpec(ApiModel):
@@ -546,37 +549,33 @@ class PeftJobSpec(ApiModel):
                 "packing works with dataset template text only",
                 field_path=".training.packing",
             ),
-            cel(
-                _immutability_rule(),
-                "spec is immutable once created, except runPolicy.suspend",
-                reason="FieldValueForbidden",
-            ),
+            cel(_presence_rule(), IMMUTABLE_MESSAGE, reason="FieldValueForbidden"),
         )
     )
 
-    method: Literal["lora", "qlora", "promptTuning"]
+    method: Literal["lora", "qlora", "promptTuning"] = Field(json_schema_extra=immutable())
     """The PEFT method."""
-    model: ModelSpec
+    model: ModelSpec = Field(json_schema_extra=immutable())
     """The base model."""
-    lora: LoraSpec | None = None
+    lora: LoraSpec | None = Field(default=None, json_schema_extra=immutable())
     """LoRA settings for methods lora and qlora (defaults apply when omitted)."""
-    quantization: QuantizationSpec | None = None
+    quantization: QuantizationSpec | None = Field(default=None, json_schema_extra=immutable())
     """Base-model quantization; required for qlora."""
-    prompt_tuning: PromptTuningSpec | None = None
+    prompt_tuning: PromptTuningSpec | None = Field(default=None, json_schema_extra=immutable())
     """Prompt tuning settings for method promptTuning (defaults apply when omitted)."""
-    adapters: AdaptersSpec | None = None
+    adapters: AdaptersSpec | None = Field(default=None, json_schema_extra=immutable())
     """Existing adapters to start from, or to merge without training."""
-    dataset: DatasetSpec | None = None
+    dataset: DatasetSpec | None = Field(default=None, json_schema_extra=immutable())
     """Training data (not needed for merge-only jobs)."""
-    training: TrainingSpec | None = None
+    training: TrainingSpec | None = Field(default=None, json_schema_extra=immutable())
     """The optimisation loop (not needed for merge-only jobs)."""
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, json_schema_extra=immutable())
     """Workers: nodes, GPUs, CPU/memory, placement, image."""
-    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec, json_schema_extra=immutable())
     """DDP or DeepSpeed ZeRO."""
-    output: OutputSpec
+    output: OutputSpec = Field(json_schema_extra=immutable())
     """Where checkpoints, the adapter, the merged model and the manifest are written."""
-    checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec)
+    checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec, json_schema_extra=immutable())
     """Checkpoint interval and retention."""
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     """Retries, deadline, TTL, suspend."""

@@ -95,22 +95,25 @@ rejected, as `kubectl apply --validate=strict` does) and every `x-kubernetes-val
 evaluated with cel-python. It is a faithful check of the rules' logic, not of the API server
 itself:
 
-- **Transition rules** (those reading `oldSelf`, i.e. spec immutability) need a stored object
-  and are skipped.
+- **Transition rules** (those reading `oldSelf`, i.e. spec immutability) need a stored object:
+  `kubepeft validate` checks one manifest and skips them; `kubepeft.api.validate.validate_update`
+  evaluates them for an update.
 - **Kubernetes' own CEL extensions** (`quantity()`, `isURL()`, `url()`, `format.*`, list and
   regex library extras) do not exist in cel-python; the rules here use only standard CEL, and a
   test keeps it that way by compiling every rule with cel-python.
 - **CEL cost estimation** (the per-rule and per-CRD cost budgets the API server computes when the
   CRD is created) is not computed offline. The schema bounds every string, list and map the rules
   can reach (`maxLength`, `maxItems`, `maxProperties`) so the estimate stays small, and a test
-  checks those bounds exist. The real check is creating the CRD in a cluster: the kind end-to-end
-  run (`make kind-e2e`) applies it.
+  checks those bounds exist. Immutability is one `self == oldSelf` rule per field, so no single
+  rule compares the whole spec. The control-plane test tier (`make test-cluster`) creates the CRD
+  on a real API server, which computes the real costs.
 - **Pattern dialect**: the API server evaluates `pattern` with Go's RE2, this tool with Python's
   `re`; the patterns used are in the common subset of both.
-- **`metadata.name`**: the API server requires a DNS-1123 subdomain of up to 253 characters;
-  kubepeft also limits it to {max_name} characters, because the job name is used as a label
-  value. `kubepeft validate` checks that limit; a CRD schema cannot constrain `metadata.name`,
-  so on a cluster the operator is the one to reject a longer name.
+- **`metadata.name`**: the API server itself allows a DNS-1123 subdomain of up to 253 characters;
+  kubepeft limits it to {max_name} characters, because the job name is used as a label value. A
+  root-level CEL rule makes the server refuse a longer name with the same field path and message
+  as `kubepeft validate`. A long `generateName` is accepted by both: the server cuts it to
+  {max_prefix} characters before appending 5 random ones.
 """
 
 
@@ -158,6 +161,6 @@ def render_reference(schema: dict[str, Any] | None = None) -> str:
             for col in crd.PRINTER_COLUMNS
         ],
         "",
-        _OFFLINE_LIMITS.format(max_name=models.MAX_NAME_LENGTH),
+        _OFFLINE_LIMITS.format(max_name=models.MAX_NAME_LENGTH, max_prefix=models.MAX_GENERATE_NAME_PREFIX),
     ]
     return "\n".join(lines)

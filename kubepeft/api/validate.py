@@ -3,7 +3,7 @@
 Order, as in the API server: apply the schema's defaults, check the structural schema (unknown
 fields rejected, as ``kubectl --validate=strict`` does), then evaluate every
 ``x-kubernetes-validations`` CEL rule at its node with cel-python. Transition rules (those that
-read ``oldSelf``) need a previous object and are skipped. A node with schema errors inside it
+read ``oldSelf``) need a previous object: :func:`validate_update` evaluates them. A node with schema errors inside it
 does not get its CEL rules evaluated: the rules assume well-typed input.
 
 Everything here is pure; :mod:`kubepeft.api.validate_cmd` does the file I/O and printing.
@@ -121,7 +121,10 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
     # Draft 4 matches OpenAPI v3.0's boolean exclusiveMinimum/exclusiveMaximum.
-    return jsonschema.Draft4Validator(strict_schema(crd_schema()))
+    schema = strict_schema(crd_schema())
+    # metadata declares only name (for a rule's fieldPath); the server owns the rest of it.
+    schema["properties"]["metadata"] = crd_schema()["properties"]["metadata"]
+    return jsonschema.Draft4Validator(schema)
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -337,19 +340,29 @@ def identity_errors(doc: dict[str, Any]) -> list[FieldError]:
     if name is None and generate_name is None:
         errors.append(FieldError("metadata.name", "required field is missing"))
     if name is not None:
-        errors.extend(_name_errors("metadata.name", name, models.MAX_NAME_LENGTH, models.NAME_PATTERN))
+        # Same path and text as the CRD's root-level rule (models.name_length_rule) on the server.
+        errors.extend(
+            _name_errors("metadata.name", name, models.MAX_NAME_LENGTH, models.NAME_PATTERN, models.NAME_LENGTH_MESSAGE)
+        )
     if generate_name is not None:
-        # The API server appends 5 random characters to generateName.
+        # The API server cuts generateName to MAX_GENERATE_NAME_PREFIX characters and appends 5
+        # random ones, so any length up to the subdomain limit yields a name that fits.
         prefix_pattern = r"^[a-z0-9]([-a-z0-9.]*)?$"
-        errors.extend(_name_errors("metadata.generateName", generate_name, models.MAX_NAME_LENGTH - 5, prefix_pattern))
+        too_long = f"must be at most {MAX_SUBDOMAIN_LENGTH} characters long"
+        errors.extend(
+            _name_errors("metadata.generateName", generate_name, MAX_SUBDOMAIN_LENGTH, prefix_pattern, too_long)
+        )
     return errors
 
 
-def _name_errors(path: str, name: Any, max_length: int, pattern: str) -> list[FieldError]:
+MAX_SUBDOMAIN_LENGTH = 253
+
+
+def _name_errors(path: str, name: Any, max_length: int, pattern: str, too_long: str) -> list[FieldError]:
     if not isinstance(name, str):
         return [FieldError(path, f"must be of type string, got {_type_name(name)}")]
     if len(name) > max_length:
-        return [FieldError(path, f"must be at most {max_length} characters long (it is also a label value)")]
+        return [FieldError(path, too_long)]
     if not re.match(pattern, name):
         return [
             FieldError(
@@ -373,8 +386,40 @@ def validate_object(doc: Any) -> list[FieldError]:
     errors = identity_errors(doc)
     structural = schema_errors(defaulted)
     errors.extend(structural)
-    errors.extend(cel_errors(schema, defaulted, skip=frozenset(e.path for e in structural)))
+    # A broken field suppresses the rules of the objects around it (root rules: any identity error).
+    skip = frozenset(e.path for e in [*errors])
+    errors.extend(cel_errors(schema, defaulted, skip=skip))
     return sorted(set(errors))
+
+
+def transition_errors(schema: dict[str, Any], new: Any, old: Any, path: str = "") -> list[FieldError]:
+    """Evaluate the transition rules (those reading ``oldSelf``) of an update, as the server does:
+    at every node present in both the old and the new object. List items are not paired (no
+    transition rule of the PeftJob schema sits under a list)."""
+    found: list[FieldError] = []
+    rules = [r for r in schema.get("x-kubernetes-validations", []) if is_transition_rule(r["rule"])]
+    for rule in rules:
+        outcome = evaluate_rule(rule["rule"], new, schema, old_value=old)
+        if outcome is not True:
+            target = join_path(path, rule["fieldPath"].lstrip(".")) if rule.get("fieldPath") else path
+            reason = rule["message"] if outcome is False else f"rule {rule['rule']!r} {outcome}"
+            found.append(FieldError(target, reason))
+    if isinstance(new, dict) and isinstance(old, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in new and name in old:
+                found.extend(transition_errors(sub, new[name], old[name], join_path(path, name)))
+    return found
+
+
+def validate_update(old_doc: dict[str, Any], new_doc: Any) -> list[FieldError]:
+    """Every problem of an update of ``old_doc`` to ``new_doc``: the new object's own problems,
+    then the transition rules (spec immutability) between the two defaulted objects."""
+    errors = validate_object(new_doc)
+    if errors or not isinstance(new_doc, dict):
+        return errors
+    schema = crd_schema()
+    found = transition_errors(schema, apply_defaults(schema, new_doc), apply_defaults(schema, old_doc))
+    return sorted(set(found))
 
 
 def validate_text(text: str, source: str) -> FileResult:

@@ -14,15 +14,21 @@ from kubepeft.api.validate import (
     evaluate_rule,
     is_transition_rule,
     iter_rules,
+    validate_update,
 )
 
 RULES = list(iter_rules(crd_schema()))
-NODES = {path: node for path, node, _rule in RULES}
+NODES = {path: node for path, node, rule in RULES if not is_transition_rule(rule["rule"])}
+TRANSITION_NODES = {path for path, _node, rule in RULES if is_transition_rule(rule["rule"])}
 
 
 def rule_with(message: str) -> tuple[str, dict[str, Any], str]:
     """(node path, node schema, rule text) of the rule with this message."""
-    (match,) = [(path, node, rule["rule"]) for path, node, rule in RULES if rule["message"] == message]
+    (match,) = [
+        (path, node, rule["rule"])
+        for path, node, rule in RULES
+        if rule["message"] == message and not is_transition_rule(rule["rule"])
+    ]
     return match
 
 
@@ -38,6 +44,7 @@ def test_rule_compiles_with_cel_python(rule: str) -> None:
 
 def test_there_are_rules_on_every_object_that_needs_them() -> None:
     assert set(NODES) == {
+        "",  # metadata.name's length
         "spec",
         "spec.quantization",
         "spec.promptTuning",
@@ -50,11 +57,39 @@ def test_there_are_rules_on_every_object_that_needs_them() -> None:
     }
 
 
+def test_every_immutable_field_carries_its_own_transition_rule() -> None:
+    fields = {*IMMUTABLE_SPEC_FIELDS, "runPolicy.backoffLimit", *OPTIONAL_RUN_POLICY}
+    assert {"spec", *(f"spec.{name}" for name in fields)} == TRANSITION_NODES
+    for path, _node, rule in RULES:
+        if is_transition_rule(rule["rule"]) and path != "spec":
+            assert rule["rule"] == "self == oldSelf", path
+
+
+IMMUTABLE_SPEC_FIELDS = (
+    "method",
+    "model",
+    "lora",
+    "quantization",
+    "promptTuning",
+    "adapters",
+    "dataset",
+    "training",
+    "resources",
+    "distributed",
+    "output",
+    "checkpointing",
+)
+OPTIONAL_RUN_POLICY = ("runPolicy.activeDeadlineSeconds", "runPolicy.ttlSecondsAfterFinished")
 OUTPUT = {"uri": "s3://bucket/runs"}
 BASE_SPEC = {"method": "lora", "model": {"uri": "/m"}, "dataset": {"uri": "/d"}, "training": {"maxSteps": 5}}
 
 # (rule message, value that satisfies it, value that breaks it)
 SAMPLES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "must be at most 63 characters long (it is also a label value)",
+        {"metadata": {"name": "a" * 63}, "spec": {}},
+        {"metadata": {"name": "a" * 64}, "spec": {}},
+    ),
     (
         "method qlora requires quantization",
         {**BASE_SPEC, "method": "qlora", "quantization": {}, "output": OUTPUT},
@@ -174,23 +209,46 @@ def test_every_non_transition_rule_has_samples() -> None:
     assert sampled == {rule["message"] for _p, _n, rule in RULES if not is_transition_rule(rule["rule"])}
 
 
-def test_spec_immutability_transition_rule() -> None:
-    _path, node, rule = rule_with("spec is immutable once created, except runPolicy.suspend")
-    assert is_transition_rule(rule)
-    old = apply_defaults(node, {**BASE_SPEC, "output": OUTPUT, "runPolicy": {"suspend": False}})
+IMMUTABLE = "spec is immutable once created, except runPolicy.suspend"
 
-    def allowed(change: dict[str, Any]) -> bool | str:
-        new = copy.deepcopy(old)
-        new.update(change)
-        return evaluate_rule(rule, new, node, old_value=old)
 
-    assert allowed({}) is True
-    assert allowed({"runPolicy": {**old["runPolicy"], "suspend": True}}) is True
-    assert allowed({"runPolicy": {**old["runPolicy"], "backoffLimit": 9}}) is False
-    assert allowed({"runPolicy": {**old["runPolicy"], "activeDeadlineSeconds": 60}}) is False  # adding one
-    assert allowed({"training": {**old["training"], "maxSteps": 6}}) is False
-    assert allowed({"resources": {**old["resources"], "nodes": 2}}) is False
-    assert allowed({"lora": {"r": 4}}) is False  # adding an optional section
-    removed = copy.deepcopy(old)
-    del removed["dataset"]
-    assert evaluate_rule(rule, removed, node, old_value=old) is False  # removing one
+def _job(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "kubepeft.dev/v1alpha1", "kind": "PeftJob", "metadata": {"name": "j"}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"runPolicy": {"backoffLimit": 9}}, "spec.runPolicy.backoffLimit"),
+        ({"runPolicy": {"activeDeadlineSeconds": 60}}, "spec"),  # adding an optional field
+        ({"training": {"maxSteps": 6}}, "spec.training"),
+        ({"resources": {"nodes": 2}}, "spec.resources"),
+        ({"resources": {"affinity": {"nodeAffinity": {}}}}, "spec.resources"),
+        ({"lora": {"r": 4}}, "spec"),  # adding an optional section
+        ({"lora": None}, "spec"),  # removing one
+        ({"method": "qlora", "quantization": {}}, "spec"),
+        ({"output": {"uri": "s3://bucket/other"}}, "spec.output"),
+    ],
+)
+def test_spec_immutability_transition_rules(change: dict[str, Any], path: str) -> None:
+    old = _job({**BASE_SPEC, "output": OUTPUT, "runPolicy": {"suspend": False}})
+    if change.get("lora", 0) is None:
+        old["spec"]["lora"] = {"r": 8}
+    new = copy.deepcopy(old)
+    for key, value in change.items():
+        if value is None:
+            del new["spec"][key]
+        else:
+            new["spec"][key] = value
+    errors = validate_update(old, new)
+    assert path in {error.path for error in errors}
+    assert {error.reason for error in errors} == {IMMUTABLE}
+
+
+def test_suspend_may_change() -> None:
+    old = _job({**BASE_SPEC, "output": OUTPUT, "runPolicy": {"suspend": False}})
+    new = copy.deepcopy(old)
+    new["spec"]["runPolicy"]["suspend"] = True
+    new["metadata"]["labels"] = {"a": "b"}
+    assert validate_update(old, new) == []
+    assert validate_update(old, old) == []
