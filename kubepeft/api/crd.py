@@ -43,8 +43,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "name": "ETA-Seconds",
         "type": "integer",
         "jsonPath": ".status.progress.etaSeconds",
-        "priority": 1,
-        "description": "Estimated seconds to the end of training.",
+        "description": "Estimated seconds to the end of training (cleared when the job finishes).",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

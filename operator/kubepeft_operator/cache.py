@@ -128,6 +128,7 @@ class WatchCache:
         self._pods = _Store(clock)
         self._config_maps = _Store(clock)
         self._pods_by_job: dict[Key, set[str]] = {}
+        self._terminating_namespaces: set[str] = set()
 
     # --- feeding (watch events and our own writes) --------------------------------------------
 
@@ -155,6 +156,19 @@ class WatchCache:
             self._config_maps.remove(key, body)
         else:
             self._config_maps.put(key, slim_config_map(body))
+
+    def observe_namespace(self, event_type: str | None, body: Body) -> None:
+        """Namespaces being deleted: nothing can be created in them any more."""
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        phase = (body.get("status") or {}).get("phase")
+        if event_type != "DELETED" and (meta.get("deletionTimestamp") or phase == "Terminating"):
+            self._terminating_namespaces.add(name)
+        else:
+            self._terminating_namespaces.discard(name)
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        return namespace in self._terminating_namespaces
 
     def mark_terminating(self, namespace: str, name: str, when: str) -> None:
         """A pod we asked to delete: terminating until the watch says it is gone."""

@@ -124,6 +124,13 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
         if progress and (job := owner_job(body)):
             await reconciler.trigger(body.metadata.namespace or "", job)
 
+    # Namespaces being deleted: their jobs are left alone (creating children there is refused,
+    # and retrying would fight the namespace controller). kopf lists and watches namespaces in
+    # both modes anyway, so the chart already grants this.
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def namespace_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _reconciler(memo).cache.observe_namespace(type, dict(body))
+
     # A periodic resync of every known job (deadlines, TTLs, missed events), read from the cache.
     # Deliberately not a kopf timer: kopf puts a finalizer on objects with timers, and PeftJobs
     # need none.

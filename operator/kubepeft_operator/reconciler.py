@@ -65,6 +65,8 @@ INVALID_STATUSES = (400, 422)
 """Answers to a create that say the object itself is wrong: a retry sends the same object."""
 SECRET_KEYS_TTL = 60.0
 """How long a Secret's key names, once found, are trusted without asking again."""
+TERMINATING_NAMESPACE_PAUSE = 30.0
+"""How long the jobs of a namespace being deleted are left alone before trying again."""
 
 
 def _log_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -72,8 +74,16 @@ def _log_event(body: dict[str, Any], type_: str, reason: str, message: str) -> N
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch turning ``old`` into ``new`` at the top level (dropped keys become null)."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    """The JSON merge patch (RFC 7386) turning ``old`` into ``new``: nested objects are patched
+    key by key, so a key dropped at any depth is sent as null (a merge patch would keep it)."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            if nested := status_patch(before, value):
+                patch[key] = nested
+        elif before != value or key not in old:
+            patch[key] = value
     patch.update({k: None for k in old if k not in new})
     return patch
 
@@ -105,6 +115,8 @@ class Reconciler:
         self.cache = cache or WatchCache()
         self.queue: WorkQueue[Key] = WorkQueue(self._work, on_failure=self._failed)
         self._secret_keys: dict[Key, tuple[frozenset[str], float]] = {}
+        self._terminating: dict[str, float] = {}
+        """Namespaces being deleted (monotonic time seen): nothing can be created there."""
 
     # --- what the handlers call --------------------------------------------------------------
 
@@ -137,6 +149,11 @@ class Reconciler:
             return None
         if body["metadata"].get("deletionTimestamp"):
             return None  # going away; its children follow by garbage collection
+        if (
+            time.monotonic() - self._terminating.get(namespace, -TERMINATING_NAMESPACE_PAUSE)
+            < TERMINATING_NAMESPACE_PAUSE
+        ):
+            return None  # its namespace is being deleted: it will be gone soon, do not fight that
         job = self.job_view(body)
         observed = self.observe(job)
         now = self.clock()
@@ -151,6 +168,13 @@ class Reconciler:
         except _Refusal as refusal:
             await self.refused(body, job, decision, refusal)
         return decision
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        """Known from the namespaces watch, or from a create the server refused for that reason."""
+        if self.cache.namespace_terminating(namespace):
+            return True
+        seen = self._terminating.get(namespace)
+        return seen is not None and time.monotonic() - seen < TERMINATING_NAMESPACE_PAUSE
 
     def job_view(self, body: dict[str, Any]) -> JobView:
         meta = body["metadata"]
@@ -256,7 +280,8 @@ class Reconciler:
     async def refused(self, body: dict[str, Any], job: JobView, decision: Decision, refusal: _Refusal) -> None:
         """Record why a child could not be created; retry later where that may pass."""
         if refusal.kind == "terminating":
-            logger.info("namespace %s is being deleted: not acting on %s any more", job.namespace, job.name)
+            logger.info("namespace %s is being deleted: leaving its jobs alone", job.namespace)
+            self._terminating[job.namespace] = time.monotonic()
             return
         after = JobView(
             name=job.name,
@@ -282,23 +307,23 @@ class Reconciler:
     # --- creating an attempt -----------------------------------------------------------------
 
     async def create_attempt(self, job: JobIdentity, spec: PeftJobSpec, action: CreatePods) -> None:
-        """The attempt's children, then its pods.
+        """The attempt's children, then its pods, in three waves (each concurrent inside).
 
         Order matters on a real server: the RoleBinding is refused while its Role does not exist
         yet (the RBAC escalation check reads the Role), and a pod is refused while its
-        ServiceAccount does not. Everything else is created concurrently.
+        ServiceAccount does not. And pods come last, so that an operator killed at any point
+        finds, when pods exist, every other child too (it does not look for them again).
         """
         children = render_job_children(job, spec, self.settings)
-        first = [c for c in children if c["kind"] != "RoleBinding"]
-        second = [c for c in children if c["kind"] == "RoleBinding"]
         pods = [
             p
             for p in render_workers(job, spec, self.settings, action.attempt)
             if int(p["metadata"]["labels"][naming.LABEL_RANK]) in action.ranks
         ]
-        await self.ensure(job, first)
-        created = await self.ensure(job, second + pods)
-        if any(created[len(second) :]) and len(action.ranks) == spec.resources.nodes:
+        await self.ensure(job, [c for c in children if c["kind"] != "RoleBinding"])
+        await self.ensure(job, [c for c in children if c["kind"] == "RoleBinding"])
+        created = await self.ensure(job, pods)
+        if any(created) and len(action.ranks) == spec.resources.nodes:
             self.metrics.attempts.inc()
 
     async def ensure(self, job: JobIdentity, objects: list[dict[str, Any]]) -> list[bool]:

@@ -77,7 +77,8 @@ def namespace(admin: Kube, peftjob_crd: object) -> Iterator[str]:
     name = f"t-{secrets.token_hex(4)}"
     admin.ensure_namespace(name, RESTRICTED)
     yield name
-    admin.delete(f"/api/v1/namespaces/{name}")
+    if admin.exists(f"/api/v1/namespaces/{name}"):  # a test may have deleted it itself
+        admin.delete(f"/api/v1/namespaces/{name}")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ graceful shutdown), ``kill()`` a SIGKILL (a crash mid-work).
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import urllib3
 from tests.cluster.control_plane import _die_with_parent, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_INSTANCES = itertools.count(1)
 
 
 class OperatorProcess:
@@ -28,10 +30,11 @@ class OperatorProcess:
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.instance = next(_INSTANCES)
 
     @property
     def log_file(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"operator-{self.instance}-{self.starts}.log"
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}

@@ -38,6 +38,18 @@ def test_status_patch_nulls_removed_fields() -> None:
     assert status_patch({"phase": "Running"}, {"phase": "Running"}) == {}
 
 
+def test_status_patch_nulls_keys_dropped_inside_nested_objects() -> None:
+    """A merge patch merges nested objects: a dropped nested key must be sent as null (found on a
+    real API server: a finished job kept its stale ``progress.etaSeconds``)."""
+    old = {"phase": "Running", "progress": {"step": 5, "etaSeconds": 30}, "conditions": [{"type": "A"}]}
+    new = {"phase": "Succeeded", "progress": {"step": 10}, "conditions": [{"type": "A"}, {"type": "B"}]}
+    assert status_patch(old, new) == {
+        "phase": "Succeeded",
+        "progress": {"step": 10, "etaSeconds": None},
+        "conditions": [{"type": "A"}, {"type": "B"}],
+    }
+
+
 def test_failed_attempts_annotation_is_an_idempotent_set() -> None:
     attempts = failed_attempts_from_annotation("1,3,junk,3")
     assert attempts == {1, 3} and failed_attempts_to_annotation(attempts | {3}) == "1,3"
