@@ -272,7 +272,7 @@ def test_a_precreated_child_name_is_never_adopted(cluster: ApiServer, start_oper
     untouched = cluster.get("configmaps", NS, "tune-config")
     assert untouched is not None and untouched["data"] == {"config.json": "{}"}
     assert not untouched["metadata"].get("ownerReferences")
-    assert "NameConflict" in event_reasons(cluster)
+    wait_for(lambda: "NameConflict" in event_reasons(cluster), what="a NameConflict Event")
 
 
 def test_a_job_named_to_collide_with_another_jobs_children_cannot_take_them_over(
