@@ -44,6 +44,7 @@ def _grant(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> se
 NAMESPACED_NEEDS = (
     _grant("kubepeft.dev", ("peftjobs",), JOB_VERBS)
     | _grant("kubepeft.dev", ("peftjobs/status",), ("get", "patch"))
+    | _grant("kubepeft.dev", ("peftjobs/finalizers",), ("update",))  # blockOwnerDeletion on children
     | _grant("", ("pods", "services", "configmaps", "serviceaccounts"), CHILD_VERBS)
     | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "list", "watch", "create", "delete"))
     | _grant("", ("secrets",), ("get",))

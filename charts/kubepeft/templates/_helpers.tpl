@@ -93,6 +93,11 @@ wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs/status"]
   verbs: ["get", "patch"]
+# Children carry blockOwnerDeletion: clusters with OwnerReferencesPermissionEnforcement (OpenShift)
+# allow setting it only to who may update the owner's finalizers.
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftjobs/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods", "services", "configmaps", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
