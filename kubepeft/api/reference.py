@@ -95,6 +95,11 @@ rejected, as `kubectl apply --validate=strict` does) and every `x-kubernetes-val
 evaluated with cel-python. It is a faithful check of the rules' logic, not of the API server
 itself:
 
+- **Which checks run after a failure** follows the API server: unknown fields are reported
+  alone (the server refuses to decode the object); a wrong type, a missing required field, an
+  unsupported enum value or a too-long string or list stops every CEL rule; a bound or pattern
+  failure does not. The control-plane test tier checks that the server and `kubepeft validate`
+  name the same fields for every invalid manifest and for every pair of them.
 - **Transition rules** (those reading `oldSelf`, i.e. spec immutability) need a stored object:
   `kubepeft validate` checks one manifest and skips them; `kubepeft.api.validate.validate_update`
   evaluates them for an update.

@@ -1,10 +1,12 @@
 """Offline PeftJob validation with the same rules the API server applies from the generated CRD.
 
-Order, as in the API server: apply the schema's defaults, check the structural schema (unknown
-fields rejected, as ``kubectl --validate=strict`` does), then evaluate every
-``x-kubernetes-validations`` CEL rule at its node with cel-python. Transition rules (those that
-read ``oldSelf``) need a previous object: :func:`validate_update` evaluates them. A node with schema errors inside it
-does not get its CEL rules evaluated: the rules assume well-typed input.
+Order, as in the API server: apply the schema's defaults; a manifest with unknown fields is
+refused for those alone (strict field validation, as ``kubectl --validate=strict``); then the
+structural schema and metadata; then every ``x-kubernetes-validations`` CEL rule, evaluated with
+cel-python, unless a schema failure of a blocking kind (wrong type, missing required field,
+unsupported enum value, too long or too many) stopped the server from evaluating rules at all.
+Transition rules (those that read ``oldSelf``) need a previous object: :func:`validate_update`
+evaluates them.
 
 Everything here is pure; :mod:`kubepeft.api.validate_cmd` does the file I/O and printing.
 """
@@ -25,6 +27,7 @@ import yaml
 
 from kubepeft.api import crd, models
 
+UNKNOWN_FIELD = "unknown field"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OLD_SELF = re.compile(r"\boldSelf\b")
 
@@ -174,13 +177,13 @@ def _schema_error(error: jsonschema.ValidationError) -> list[FieldError]:
     kind, limit, instance = error.validator, error.validator_value, error.instance
     if kind == "required":
         return [
-            FieldError(join_path(path, name), "required field is missing")
+            FieldError(join_path(path, name), REQUIRED)
             for name in limit
             if isinstance(instance, dict) and name not in instance
         ]
     if kind == "additionalProperties":
         known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
-        return [FieldError(join_path(path, name), "unknown field") for name in instance if name not in known]
+        return [FieldError(join_path(path, name), UNKNOWN_FIELD) for name in instance if name not in known]
     reasons = {
         "type": lambda: f"must be of type {limit}, got {_type_name(instance)} {_show(instance)}",
         "enum": lambda: f"unsupported value {_show(instance)}: supported values: {', '.join(_show(v) for v in limit)}",
@@ -197,12 +200,25 @@ def _schema_error(error: jsonschema.ValidationError) -> list[FieldError]:
     return [FieldError(path, reason)]
 
 
-def schema_errors(obj: Any) -> list[FieldError]:
-    """Structural-schema problems of a (defaulted) PeftJob object."""
+# Schema failures after which the API server evaluates no CEL rule at all (its hasBlockingErr:
+# NotSupported, Required, TooLong, TooMany, TypeInvalid); the others (bounds, patterns) let every
+# rule run.
+BLOCKING_KEYWORDS = frozenset({"type", "required", "enum", "maxLength", "maxItems", "maxProperties"})
+
+
+def schema_problems(obj: Any) -> tuple[list[FieldError], bool]:
+    """Structural-schema problems of a (defaulted) PeftJob object, and whether one of them blocks CEL."""
     found: set[FieldError] = set()
+    blocking = False
     for error in _validator().iter_errors(obj):
         found.update(_schema_error(error))
-    return sorted(found)
+        blocking = blocking or error.validator in BLOCKING_KEYWORDS
+    return sorted(found), blocking
+
+
+def schema_errors(obj: Any) -> list[FieldError]:
+    """Structural-schema problems of a (defaulted) PeftJob object."""
+    return schema_problems(obj)[0]
 
 
 # --- CEL ----------------------------------------------------------------------------------
@@ -322,28 +338,28 @@ def identity_errors(doc: dict[str, Any]) -> list[FieldError]:
     errors: list[FieldError] = []
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     if api_version is None:
-        errors.append(FieldError("apiVersion", "required field is missing"))
+        errors.append(FieldError("apiVersion", REQUIRED))
     elif api_version != models.API_VERSION:
         errors.append(
             FieldError("apiVersion", f"unsupported value {_show(api_version)}: expected {models.API_VERSION}")
         )
     if kind is None:
-        errors.append(FieldError("kind", "required field is missing"))
+        errors.append(FieldError("kind", REQUIRED))
     elif kind != models.KIND:
         errors.append(FieldError("kind", f"unsupported value {_show(kind)}: expected {models.KIND}"))
     metadata = doc.get("metadata")
     if metadata is None:
-        return [*errors, FieldError("metadata.name", "required field is missing")]
+        return [*errors, FieldError("metadata.name", REQUIRED)]
     if not isinstance(metadata, dict):
         return [*errors, FieldError("metadata", f"must be of type object, got {_type_name(metadata)}")]
     name, generate_name = metadata.get("name"), metadata.get("generateName")
     if name is None and generate_name is None:
-        errors.append(FieldError("metadata.name", "required field is missing"))
+        errors.append(FieldError("metadata.name", REQUIRED))
     if name is not None:
-        # Same path and text as the CRD's root-level rule (models.name_length_rule) on the server.
-        errors.extend(
-            _name_errors("metadata.name", name, models.MAX_NAME_LENGTH, models.NAME_PATTERN, models.NAME_LENGTH_MESSAGE)
-        )
+        # The server's own limit; kubepeft's (63) is the CRD's root-level CEL rule, evaluated with
+        # the other rules (models.name_length_rule).
+        too_long = f"must be at most {MAX_SUBDOMAIN_LENGTH} characters long"
+        errors.extend(_name_errors("metadata.name", name, MAX_SUBDOMAIN_LENGTH, models.NAME_PATTERN, too_long))
     if generate_name is not None:
         # The API server cuts generateName to MAX_GENERATE_NAME_PREFIX characters and appends 5
         # random ones, so any length up to the subdomain limit yields a name that fits.
@@ -356,6 +372,7 @@ def identity_errors(doc: dict[str, Any]) -> list[FieldError]:
 
 
 MAX_SUBDOMAIN_LENGTH = 253
+REQUIRED = "required field is missing"
 
 
 def _name_errors(path: str, name: Any, max_length: int, pattern: str, too_long: str) -> list[FieldError]:
@@ -381,14 +398,27 @@ def validate_object(doc: Any) -> list[FieldError]:
     """Every problem of one PeftJob object, as the API server would find them (no transition rules)."""
     if not isinstance(doc, dict):
         return [FieldError("", f"a PeftJob must be a mapping, got {_type_name(doc)}")]
+    # The API server's order: a manifest with unknown fields is not decoded at all (strict field
+    # validation names only them); then the schema and metadata checks; then, unless one of those
+    # failures blocks it, every CEL rule.
     schema = crd_schema()
+    identity = identity_errors(doc)
+    if isinstance(doc.get("apiVersion"), str) and doc["apiVersion"] != models.API_VERSION:
+        return sorted(set(identity))  # another version: the server does not decode it against this schema
+    if isinstance(doc.get("kind"), str) and doc["kind"] != models.KIND:
+        # The server neither defaults nor schema-checks it, but evaluates the rules on it as it is
+        # (rules that cannot be evaluated without the defaults are left out here).
+        rules = [e for e in cel_errors(schema, doc) if not e.reason.startswith("rule ")]
+        return sorted(set(identity + rules))
     defaulted = apply_defaults(schema, doc)
-    errors = identity_errors(doc)
-    structural = schema_errors(defaulted)
-    errors.extend(structural)
-    # A broken field suppresses the rules of the objects around it (root rules: any identity error).
-    skip = frozenset(e.path for e in [*errors])
-    errors.extend(cel_errors(schema, defaulted, skip=skip))
+    structural, blocking = schema_problems(defaulted)
+    unknown = [error for error in structural if error.reason == UNKNOWN_FIELD]
+    if unknown:
+        return sorted(set(identity + unknown))
+    errors = identity + structural
+    blocking = blocking or not isinstance(doc.get("metadata"), dict) or any(e.reason == REQUIRED for e in identity)
+    if not blocking:
+        errors.extend(cel_errors(schema, defaulted))
     return sorted(set(errors))
 
 

@@ -86,7 +86,8 @@ def test_defaults_are_applied_before_cel(peftjob_manifest: Manifest) -> None:
     assert validate_object(manifest) == []
 
 
-def test_schema_errors_suppress_the_rules_of_the_broken_object_only(peftjob_manifest: Manifest) -> None:
+def test_bounds_and_patterns_let_every_rule_run(peftjob_manifest: Manifest) -> None:
+    # As on the API server: a minimum or pattern failure does not stop the CEL rules.
     manifest = peftjob_manifest(
         training={"maxSteps": 10, "epochs": 1, "perDeviceBatchSize": 0},
         distributed={"offloadOptimizer": True},
@@ -94,15 +95,41 @@ def test_schema_errors_suppress_the_rules_of_the_broken_object_only(peftjob_mani
     messages = [str(error) for error in validate_object(manifest)]
     assert messages == [
         "spec.distributed.offloadOptimizer: offloadOptimizer needs backend deepspeed",
+        "spec.training.maxSteps: set exactly one of maxSteps and epochs",
         "spec.training.perDeviceBatchSize: must be >= 1, got 0",
     ]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"maxSteps": "ten"},  # wrong type
+        {"maxSteps": 10, "lrScheduler": "step"},  # unsupported enum value
+        {"maxSteps": 10, "nonsense": 1},  # unknown field: only that is reported
+    ],
+)
+def test_blocking_schema_errors_stop_every_rule(peftjob_manifest: Manifest, broken: dict[str, Any]) -> None:
+    # As on the API server (hasBlockingErr): no CEL rule runs, so offloadOptimizer is not reported.
+    manifest = peftjob_manifest(training=broken, distributed={"offloadOptimizer": True})
+    paths = [error.path for error in validate_object(manifest)]
+    assert len(paths) == 1 and paths[0].startswith("spec.training.")
 
 
 def test_several_problems_are_all_reported(peftjob_manifest: Manifest) -> None:
     manifest = peftjob_manifest(lora={"r": 0, "alpha": 0}, method="qlora")
     manifest["metadata"]["name"] = "Bad"
     paths = [error.path for error in validate_object(manifest)]
-    assert paths == ["metadata.name", "spec.lora.alpha", "spec.lora.r"]
+    assert paths == ["metadata.name", "spec.lora.alpha", "spec.lora.r", "spec.quantization"]
+
+
+def test_another_version_or_kind_is_not_checked_against_the_schema(peftjob_manifest: Manifest) -> None:
+    manifest = peftjob_manifest(lora={"r": 0})
+    manifest["apiVersion"] = "kubepeft.dev/v1"
+    assert [e.path for e in validate_object(manifest)] == ["apiVersion"]
+    # Not defaulted: a rule reading a missing default cannot be evaluated and is left out.
+    manifest = peftjob_manifest(lora={"r": 0}, distributed={"backend": "ddp", "offloadOptimizer": True})
+    manifest["kind"] = "PeftJobs"
+    assert [e.path for e in validate_object(manifest)] == ["kind", "spec.distributed.offloadOptimizer"]
 
 
 def test_numbers_given_as_integers_are_accepted_for_number_fields(peftjob_manifest: Manifest) -> None:

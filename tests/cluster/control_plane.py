@@ -43,7 +43,8 @@ DEFAULT_ASSETS = Path.home() / ".cache" / "kubepeft" / "kube-bin"
 REQUIRED_BINARIES = ("etcd", "kube-apiserver")
 HOW_TO_GET = (
     "no Kubernetes control-plane binaries (etcd, kube-apiserver, kube-controller-manager) in {where}: "
-    "set KUBEBUILDER_ASSETS to a folder holding them (`setup-envtest use -p path`, or a Kubernetes release), "
+    "set KUBEBUILDER_ASSETS to a folder holding them (`export KUBEBUILDER_ASSETS=$(setup-envtest use -p path)`, "
+    "or a Kubernetes release), "
     "or build them with ../shared/tools/build-kube-control-plane.sh"
 )
 SERVICE_CIDR = "10.96.0.0/16"
@@ -208,6 +209,9 @@ class ControlPlane:
                 f"--service-account-signing-key-file={sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--endpoint-reconciler-type=none",
+                # On top of the defaults (PodSecurity included), as OpenShift does: setting
+                # blockOwnerDeletion needs `update` on the owner's finalizers.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 "--allow-privileged=false",
                 "--v=0",
             ],
@@ -261,6 +265,7 @@ class ControlPlane:
 
     def stop(self, timeout: float = 20) -> None:
         """Stop in reverse order (controller-manager, API server, etcd); SIGKILL what lingers."""
+        started_etcd = "etcd" in self._processes
         for name in reversed(list(self._processes)):
             process = self._processes.pop(name)
             if process.poll() is None:
@@ -270,7 +275,8 @@ class ControlPlane:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(timeout)
-        (self.workdir / "etcd.pid").unlink(missing_ok=True)
+        if started_etcd:  # never another instance's
+            (self.workdir / "etcd.pid").unlink(missing_ok=True)
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -308,12 +314,19 @@ def _up(workdir: Path) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    with plane:
+    try:
+        plane.start()
+    except (RuntimeError, TimeoutError) as error:
+        print(f"control plane did not start: {error}", file=sys.stderr)
+        return 1
+    try:
         print(plane.admin_kubeconfig, flush=True)
         print(f"export KUBECONFIG={plane.admin_kubeconfig}  # Ctrl-C stops the control plane", file=sys.stderr)
         while not stop:
             plane._check_alive()
             time.sleep(1)
+    finally:
+        plane.stop()
     return 0
 
 

@@ -110,6 +110,18 @@ class Kube:
     def items(self, path: str, **params: Any) -> list[dict[str, Any]]:
         return list(self.get(path, **params).get("items") or [])
 
+    def watch(self, path: str, timeout_seconds: int = 1, **params: Any) -> list[dict[str, Any]]:
+        """The events of one short watch (the server closes it after ``timeout_seconds``)."""
+        query = {"watch": "true", "timeoutSeconds": str(timeout_seconds), **{k: str(v) for k, v in params.items()}}
+        answer = self._pool.request(
+            "GET",
+            f"{self.server}{path}?{urlencode(query)}",
+            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
+        )
+        if answer.status >= 300:
+            raise KubeError("WATCH", path, answer.status, json.loads(answer.data) if answer.data else {})
+        return [json.loads(line) for line in answer.data.splitlines() if line.strip()]
+
     def create(self, obj: dict[str, Any], namespace: str | None = None, **params: Any) -> Any:
         ns = (obj.get("metadata") or {}).get("namespace") or namespace
         return self.request("POST", self.collection(obj["apiVersion"], obj["kind"], ns), obj, params=params)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import re
 import subprocess
 import sys
@@ -114,6 +116,28 @@ def test_every_invalid_manifest_is_refused_at_the_same_field(admin: Kube, peftjo
     assert error is not None, f"{path.name}: accepted by the server, refused offline at {offline}"
     assert offline, f"{path.name}: refused by the server ({error}), accepted offline"
     assert server_field_paths(error) == offline, f"{path.name}: {error}"
+
+
+def merged(a: Any, b: Any) -> Any:
+    """``b`` laid over ``a`` (maps merged key by key, anything else replaced)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {**a, **{key: merged(a[key], value) if key in a else value for key, value in b.items()}}
+    return copy.deepcopy(b)
+
+
+def test_the_server_and_the_validator_agree_on_every_pair_of_invalid_manifests(admin: Kube, peftjob_crd: Any) -> None:
+    """Two mistakes at once: which checks still run after which failures (blocking schema errors,
+    unknown fields, a wrong kind) is where an offline validator drifts from the server."""
+    docs = {path.name: yaml.safe_load(path.read_text()) for path in INVALID}
+    disagreements = []
+    for a, b in itertools.combinations(sorted(docs), 2):
+        doc = merged(docs[a], docs[b])
+        offline = {error.path for error in validate_object(doc)}
+        error = dry_run_create(admin, doc, "default")
+        server = server_field_paths(error) if error else set()
+        if offline != server:
+            disagreements.append(f"{a} + {b}: offline {sorted(offline)}, server {sorted(server)}")
+    assert not disagreements, "\n".join(disagreements)
 
 
 @pytest.mark.parametrize("length", [models.MAX_NAME_LENGTH, models.MAX_NAME_LENGTH + 1, 253])
