@@ -127,7 +127,8 @@ async def prepare(target: Target) -> None:
             await api(http, "POST", crds, crd, ok=(409,))
             for _ in range(100):
                 got = await api(http, "GET", f"{crds}/{crd['metadata']['name']}")
-                if any(c["type"] == "Established" and c["status"] == "True" for c in got["status"]["conditions"]):
+                conditions = (got.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                     break
                 await asyncio.sleep(0.1)
             for ns in (NS, BASELINE_NS):
