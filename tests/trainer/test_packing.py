@@ -201,3 +201,109 @@ def test_packed_loss_and_grads_match_unpacked(
     leaky = batch | {"attention_mask": torch.ones_like(batch["input_ids"])}
     leaked = per_example(token_losses(model, leaky), [spans[i] for i in range(len(examples))], counts)
     assert max(abs(a.item() - b.item()) for a, b in zip(alone, leaked, strict=True)) > 1e-3
+
+
+@pytest.mark.slow
+def test_a_packed_step_and_evaluation_match_unpacked(tiny_model_dir: Path, tokenizer: Any) -> None:
+    """Through the real loop: one optimizer step over the same examples, plain or packed, gives the
+    same token-weighted loss, token count, updated adapter and evaluation loss."""
+    from functools import partial
+
+    from accelerate import Accelerator
+    from kubepeft_trainer.checkpoints import TrainerState
+    from kubepeft_trainer.evaluation import evaluate, make_eval_batches
+    from kubepeft_trainer.loop import LoopSettings, train
+    from kubepeft_trainer.sampling import DataPlan
+    from transformers import get_scheduler
+
+    examples = build(tokenizer, "chat", 16, packing=False)
+    batcher = partial(collate, pad_token_id=tokenizer.pad_token_id)
+    outcome = {}
+    for name, items in (("plain", examples), ("packed", pack(examples, 64))):
+        model = lora_model(tiny_model_dir, tokenizer, "sdpa")
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+        scheduler = get_scheduler("constant", optimizer)
+        accelerator = Accelerator(cpu=True, step_scheduler_with_optimizer=False)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        plan = DataPlan(len(items), len(items), 1, 1, seed=0)  # the whole set in one step
+        settings = LoopSettings(1, 1, 10**9, None, 1.0, False)
+        state = train(accelerator, model, optimizer, scheduler, plan, items, batcher, settings, TrainerState())
+        eval_loss, _ = evaluate(model, make_eval_batches(items, batcher, 3, rank=0, world=1), all_reduce=lambda t: t)
+        weights = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
+        outcome[name] = (state.loss_history[0][1], state.tokens_seen, eval_loss, weights)
+    (loss, tokens, eval_loss, weights), (p_loss, p_tokens, p_eval, p_weights) = outcome["plain"], outcome["packed"]
+    assert p_tokens == tokens == sum(len(e["input_ids"]) for e in examples)
+    assert abs(p_loss - loss) <= 1e-5 and eval_loss is not None and p_eval is not None
+    assert abs(p_eval - eval_loss) <= 1e-5 and eval_loss < loss  # the step learned something
+    assert (p_weights - weights).abs().max().item() <= 1e-5
+
+
+def test_packing_is_refused_for_prompt_tuning(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from kubepeft_trainer.errors import PermanentTrainerError
+    from kubepeft_trainer.inputs import FetchedInputs, build_training_inputs
+
+    from kubepeft.contract import build_trainer_config
+
+    spec = make_spec(tiny_model_dir, method="promptTuning", training={"packing": True})
+    config = build_trainer_config(spec, "tests", "prompt-tuning")
+    with pytest.raises(PermanentTrainerError, match=r"training\.packing: does not apply to method promptTuning"):
+        build_training_inputs(config, FetchedInputs(tiny_model_dir, [], tmp_path / "unused.jsonl"))
+
+
+def test_flash_attention_is_chosen_for_packed_half_precision_on_cuda_when_installed(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from kubepeft_trainer.model_loading import packed_attention_implementation as choose
+
+    def spec(dtype: str, packing: bool) -> Any:
+        return make_spec(tiny_model_dir, model={"dtype": dtype}, training={"packing": packing})
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real_find_spec(name, *a)
+    )
+    assert choose(spec("bfloat16", True), cuda=True) is None  # not installed: the library default
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real_find_spec(name, *a)
+    )
+    assert choose(spec("bfloat16", True), cuda=True) == "flash_attention_2"
+    assert choose(spec("float16", True), cuda=True) == "flash_attention_2"
+    assert choose(spec("bfloat16", True), cuda=False) is None
+    assert choose(spec("bfloat16", False), cuda=True) is None
+    assert choose(spec("float32", True), cuda=True) is None  # the kernels run in half precision only
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_packed_chat_job_trains_through_kubepeft_train(tmp_path: Path, tiny_model_dir: Path, tokenizer: Any) -> None:
+    """The whole path a pod runs: a chat dataset, packing on, epochs counted in packed rows."""
+    from kubepeft_trainer.tiny_model import write_dataset
+
+    from tests.fixtures.training import lora_job_spec, lora_training, run_train, write_trainer_config
+
+    records = tiny_chat_records(96)
+    data = write_dataset(tmp_path / "chat.jsonl", records, "jsonl")
+    training = lora_training(maxSeqLength=64, packing=True, perDeviceBatchSize=2)
+    del training["maxSteps"]
+    spec = lora_job_spec(
+        tiny_model_dir,
+        data,
+        tmp_path / "out",
+        dataset={"uri": str(data), "template": "chat", "validationSplit": 0.125},
+        training={**training, "epochs": 3},
+        output={"uri": str(tmp_path / "out")},
+    )
+    rows, validation = build_datasets(spec.dataset, spec.training, tokenizer, records, seed=spec.training.seed)
+    assert validation is not None and all("position_ids" in r for r in [*rows, *validation])
+    run = run_train(write_trainer_config(tmp_path, spec, "packed"), tmp_path / "run")
+    assert run.returncodes == [0], run.log()[-6000:]
+    assert f"{len(rows)} rows of at most 64 tokens" in run.log()
+    reports = run.reports()
+    training_reports = [r["progress"] for r in reports if r["state"] == "Training" and r["progress"].get("loss")]
+    assert training_reports[-1]["total_steps"] == -(-3 * len(rows) // 2)  # epochs over rows
+    assert training_reports[-1]["epoch"] == pytest.approx(3.0, abs=2 / len(rows))
+    assert training_reports[-1]["loss"] < 0.5 * training_reports[0]["loss"]
+    assert reports[-1]["state"] == "Succeeded"
+    assert reports[-1]["eval_loss_after"] < reports[-1]["eval_loss_before"]
