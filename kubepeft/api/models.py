@@ -300,13 +300,14 @@ class TrainingSpec(ApiModel):
     warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     """Linear warmup steps."""
     per_device_batch_size: int = Field(default=4, ge=1, le=4096)
-    """Sequences per process per micro-step."""
+    """Sequences (packed rows with packing) per process per micro-step."""
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     """Micro-steps per optimizer step."""
     max_seq_length: int = Field(default=1024, ge=8, le=262144)
     """Sequences are truncated (or packed) to this many tokens."""
     packing: bool = False
-    """Concatenate examples into full-length sequences (text template only)."""
+    """Pack whole examples into rows of up to maxSeqLength tokens without padding (any template; each
+    example keeps its own positions and attends only to itself)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
@@ -544,9 +545,8 @@ class PeftJobSpec(ApiModel):
                 field_path=".adapters.mergeOnly",
             ),
             cel(
-                "!has(self.training) || !self.training.packing || !has(self.dataset)"
-                " || self.dataset.template == 'text'",
-                "packing works with dataset template text only",
+                "!has(self.training) || !self.training.packing || self.method != 'promptTuning'",
+                "packing does not apply to method promptTuning (every example needs its own soft prompt)",
                 field_path=".training.packing",
             ),
             cel(_presence_rule(), IMMUTABLE_MESSAGE, reason="FieldValueForbidden"),

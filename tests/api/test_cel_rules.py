@@ -145,14 +145,14 @@ SAMPLES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {**BASE_SPEC, "method": "qlora", "distributed": {"backend": "deepspeed"}, "output": OUTPUT},
     ),
     (
-        "packing works with dataset template text only",
-        {**BASE_SPEC, "training": {"maxSteps": 5, "packing": True}, "output": OUTPUT},
+        "packing does not apply to method promptTuning (every example needs its own soft prompt)",
         {
             **BASE_SPEC,
             "dataset": {"uri": "/d", "template": "chat"},
             "training": {"maxSteps": 5, "packing": True},
             "output": OUTPUT,
         },
+        {**BASE_SPEC, "method": "promptTuning", "training": {"maxSteps": 5, "packing": True}, "output": OUTPUT},
     ),
     ("quantType fp4 applies to bits 4 only", {"bits": 4, "quantType": "fp4"}, {"bits": 8, "quantType": "fp4"}),
     ("init text requires initText", {"init": "text", "initText": "Say hi."}, {"init": "text", "initText": ""}),

@@ -1,4 +1,5 @@
-"""Data: formats round-trip, templates label the right tokens, split/max_samples/packing, located errors."""
+"""Data: formats round-trip, templates label the right tokens, split/max_samples, located errors
+(packing: test_packing.py)."""
 
 from __future__ import annotations
 
@@ -129,22 +130,6 @@ def test_truncation_and_dropping_prompt_only_examples(tokenizer: Any) -> None:
     assert all(len(e["input_ids"]) <= 16 for e in train)
     with pytest.raises(PermanentTrainerError, match=r"training\.maxSeqLength 8"):
         build_datasets(ds, training_spec(maxSeqLength=8), tokenizer, records[:1], seed=0)
-
-
-def test_packing_fills_full_length_sequences(tokenizer: Any) -> None:
-    records = tiny_text_records(40)
-    ds = dataset_spec("/d.jsonl", validationSplit=0.0)
-    unpacked, _ = build_datasets(ds, training_spec(maxSeqLength=64), tokenizer, records, seed=0)
-    packed, _ = build_datasets(ds, training_spec(maxSeqLength=64, packing=True), tokenizer, records, seed=0)
-    assert [len(e["input_ids"]) for e in packed][:-1] == [64] * (len(packed) - 1)
-    assert 0 < len(packed[-1]["input_ids"]) <= 64
-    assert packed.num_tokens() == unpacked.num_tokens()
-    stream = [t for e in unpacked for t in e["input_ids"]]
-    assert [t for e in packed for t in e["input_ids"]] == stream
-    with pytest.raises(PermanentTrainerError, match=r"training\.packing"):
-        build_datasets(
-            dataset_spec("/d", template="promptResponse"), training_spec(packing=True), tokenizer, [], seed=0
-        )
 
 
 def test_split_is_seeded_disjoint_and_respects_max_samples() -> None:

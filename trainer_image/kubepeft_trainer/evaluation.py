@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kubepeft_trainer.data.batches import model_inputs
+
 IGNORE_INDEX = -100
 
 
@@ -76,7 +78,7 @@ def evaluate(
     with torch.no_grad(), no_cpu_weight_repacking(model):
         for batch, counts in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            out = model(**model_inputs(batch))
             if counts:
                 totals[0] += token_loss_sum(out.logits, batch["labels"]).double()
                 totals[1] += count_label_tokens(batch["labels"])

@@ -76,21 +76,24 @@ def fetch_training_inputs(config: TrainerConfig, workdir: Path) -> FetchedInputs
 def build_training_inputs(config: TrainerConfig, fetched: FetchedInputs, *, device_map: Any = None) -> TrainingInputs:
     """The trainable model and the tokenized splits. Every rank must call this at the same time:
     under ZeRO-3, transformers builds the model inside ``deepspeed.zero.Init`` (collective)."""
-    from kubepeft_trainer.data import build_datasets, collate, load_records
+    from kubepeft_trainer.data import build_datasets, collate, load_records, uses_varlen_attention
+    from kubepeft_trainer.errors import PermanentTrainerError
     from kubepeft_trainer.methods.base import get_method
     from kubepeft_trainer.model_loading import load_base_model, load_tokenizer
 
     spec = config.spec
     assert spec.dataset is not None and spec.training is not None
+    if spec.training.packing and spec.method == "promptTuning":
+        # peft drops position ids for prompt tuning, and one row would share one soft prompt.
+        raise PermanentTrainerError("training.packing: does not apply to method promptTuning")
     tokenizer = load_tokenizer(fetched.model_dir, trust_remote_code=spec.model.trust_remote_code)
     records = load_records(spec.dataset, fetched.data_path)
     train, validation = build_datasets(spec.dataset, spec.training, tokenizer, records, seed=spec.training.seed)
     base = load_base_model(fetched.model_dir, spec, device_map=device_map)
     adapter = fetched.adapters[0] if fetched.adapters else None
     model = get_method(spec).apply(base, tokenizer, spec, adapter_path=adapter)
-    return TrainingInputs(
-        model, tokenizer, train, validation or [], partial(collate, pad_token_id=tokenizer.pad_token_id)
-    )
+    batcher = partial(collate, pad_token_id=tokenizer.pad_token_id, flatten=uses_varlen_attention(model))
+    return TrainingInputs(model, tokenizer, train, validation or [], batcher)
 
 
 def preflight_dataset(config: TrainerConfig, workdir: Path) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from kubepeft_trainer.checkpoints import CheckpointManager, TrainerState
+from kubepeft_trainer.data.batches import count_tokens, model_inputs
 from kubepeft_trainer.evaluation import count_label_tokens, evaluate, token_loss_sum
 from kubepeft_trainer.progress import Reporter
 from kubepeft_trainer.sampling import DataPlan
@@ -97,9 +98,10 @@ def train(
     model.train()
     while state.step < settings.total_steps:
         started = time.perf_counter()
-        micro = [collate([train_items[i] for i in mb]) for mb in plan.rank_micro_batches(state.step, rank)]
+        items = [[train_items[i] for i in mb] for mb in plan.rank_micro_batches(state.step, rank)]
+        micro = [collate(mb) for mb in items]
         counts = torch.tensor(
-            [sum(count_label_tokens(b["labels"]) for b in micro), sum(int(b["attention_mask"].sum()) for b in micro)],
+            [sum(count_label_tokens(b["labels"]) for b in micro), sum(count_tokens(mb) for mb in items)],
             dtype=torch.float64,
             device=device,
         )
@@ -109,7 +111,7 @@ def train(
         for batch in micro:
             batch = {k: v.to(device) for k, v in batch.items()}
             with accelerator.accumulate(model):
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                out = model(**model_inputs(batch))
                 batch_loss = token_loss_sum(out.logits, batch["labels"])
                 accelerator.backward(batch_loss * scale)
                 # DeepSpeed clips inside engine.step (gradient_clipping in its config).

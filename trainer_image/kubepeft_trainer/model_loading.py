@@ -94,6 +94,9 @@ def load_base_model(path: Path, spec: PeftJobSpec, *, device_map: Any = None) ->
     """The base causal LM for training: quantized by bitsandbytes for qlora, else in :func:`base_dtype`."""
 
     kwargs: dict[str, Any] = {"dtype": base_dtype(spec), "trust_remote_code": spec.model.trust_remote_code}
+    attention = packed_attention_implementation(spec)
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     if spec.method == "qlora":
         if spec.quantization is None:
             raise PermanentTrainerError("spec.quantization: required for method qlora")
@@ -103,6 +106,24 @@ def load_base_model(path: Path, spec: PeftJobSpec, *, device_map: Any = None) ->
     if device_map is not None:
         kwargs["device_map"] = device_map
     return load_causal_lm(path, **kwargs)
+
+
+def packed_attention_implementation(spec: PeftJobSpec, *, cuda: bool | None = None) -> str | None:
+    """``flash_attention_2`` for packed training on CUDA in half precision when flash-attn is installed:
+    its varlen kernel runs a flattened micro-batch without the dense block-diagonal mask SDPA
+    needs. Otherwise None: the library's default (SDPA), which handles packed rows through masks."""
+    import importlib.util
+
+    import torch
+
+    if spec.training is None or not spec.training.packing:
+        return None
+    if not (torch.cuda.is_available() if cuda is None else cuda):
+        return None
+    compute = base_dtype(spec) if spec.quantization is None else getattr(torch, spec.quantization.compute_dtype)
+    if compute not in (torch.bfloat16, torch.float16) or importlib.util.find_spec("flash_attn") is None:
+        return None
+    return "flash_attention_2"
 
 
 def _kbit_device_map() -> dict[str, int] | None:
