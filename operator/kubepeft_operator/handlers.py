@@ -7,7 +7,6 @@ several operators, one after another, in one process.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from typing import Any
 
@@ -83,7 +82,7 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     # function in a thread pool.
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
     async def cache_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _reconciler(memo).cache.observe_job("MODIFIED", _raw(body))
+        _reconciler(memo).cache.observe_job("MODIFIED", dict(body))  # kopf never mutates a raw body
 
     @kopf.index("", "v1", "pods", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
     async def cache_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -150,8 +149,3 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
 def _reconciler(memo: kopf.Memo) -> Reconciler:
     reconciler: Reconciler = memo["reconciler"]
     return reconciler
-
-
-def _raw(body: kopf.Body) -> dict[str, Any]:
-    """A plain-dict snapshot of kopf's body view (the cache keeps it beyond the event)."""
-    return copy.deepcopy(dict(body))
