@@ -16,6 +16,7 @@ from tests.cluster.identities import Identity, install_operator_rbac
 from tests.cluster.kubelet import FakeKubelet
 from tests.cluster.operator_process import OperatorProcess
 from tests.cluster.rest import Kube
+from tests.cluster.support import apply_crd
 from tests.fixtures.api import REPO_ROOT
 
 CRD_PATH = REPO_ROOT / "crds" / crd.CRD_FILE
@@ -60,8 +61,6 @@ def admin(control_plane: ControlPlane) -> Kube:
 @pytest.fixture(scope="session")
 def peftjob_crd(admin: Kube) -> dict[str, object]:
     """The CRD from crds/, applied and Established."""
-    from tests.cluster.support import apply_crd
-
     return apply_crd(admin, yaml.safe_load(CRD_PATH.read_text(encoding="utf-8")))
 
 

@@ -31,7 +31,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import urllib3
 import yaml
@@ -283,9 +282,6 @@ class ControlPlane:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def describe(self) -> dict[str, Any]:
-        return {"server": self.server, "kubeconfig": str(self.admin_kubeconfig), "ca": str(self.ca_file)}
 
 
 def _alive(pid: int) -> bool:

@@ -7,7 +7,8 @@ way a kubelet would, through the real API (so the server validates every status 
 - ``run`` -> status Running with a running containerStatus per container;
 - ``finish`` -> Succeeded (exit 0) or Failed with a terminated state, exit code and message;
 - ``finish_deletions`` -> a pod with ``deletionTimestamp`` is deleted with gracePeriodSeconds=0,
-  which is what the kubelet does once the containers have stopped.
+  which is what the kubelet does once the containers have stopped;
+- ``run_bound`` / ``finish_running`` -> the same for every matching pod at once.
 
 ``start()`` runs bind + finish_deletions in a small background loop; the tests decide when pods
 run and how they exit.
@@ -165,6 +166,25 @@ class FakeKubelet:
         ns = namespace or self.namespace
         path = f"/api/v1/namespaces/{ns}/pods" if ns else "/api/v1/pods"
         return self.kube.items(path, **({"labelSelector": selector} if selector else {}))
+
+    def run_bound(self, namespace: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
+        """Report Running for every bound, Pending, undeleted pod (matching ``selector``)."""
+        started = []
+        for pod in self.pods(namespace, selector):
+            pending = (pod.get("status") or {}).get("phase", "Pending") == "Pending"
+            if pod["spec"].get("nodeName") and pending and not pod["metadata"].get("deletionTimestamp"):
+                started.append(self.run(pod))
+        return started
+
+    def finish_running(
+        self, exit_code: int = 0, message: str | None = None, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Terminate every Running pod (matching ``selector``) with ``exit_code``."""
+        return [
+            self.finish(pod, exit_code, message)
+            for pod in self.pods(namespace, selector)
+            if (pod.get("status") or {}).get("phase") == "Running"
+        ]
 
     def bind_pending(self, namespace: str | None = None) -> int:
         """Bind every unbound, undeleted pod (the scheduler's job). Returns how many."""

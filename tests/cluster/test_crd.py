@@ -87,6 +87,30 @@ def test_the_old_crd_shape_is_refused_as_the_issue_reports(admin: Kube, peftjob_
     assert "no such key: offloadParams" in refused.value.message
 
 
+def _every_rule(node: dict[str, Any]) -> list[dict[str, Any]]:
+    rules = list(node.get("x-kubernetes-validations", []))
+    for sub in node.get("properties", {}).values():
+        rules += _every_rule(sub)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            rules += _every_rule(node[key])
+    return rules
+
+
+def test_every_rule_uses_under_a_tenth_of_the_cost_budget(admin: Kube, peftjob_crd: Any) -> None:
+    """The server computes each rule's worst-case CEL cost when the CRD is created and refuses a
+    rule over its budget. Every rule repeated ten times in one rule must still fit: headroom for
+    the free-form affinity compared by spec.resources' immutability rule."""
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    crd["metadata"]["name"] = f"{models.PLURAL}.cost.{models.GROUP}"
+    crd["spec"]["group"] = f"cost.{models.GROUP}"
+    rules = _every_rule(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    assert len(rules) > 20
+    for rule in rules:
+        rule["rule"] = " && ".join([f"({rule['rule']})"] * 10)
+    admin.request("POST", CRD_API, crd, params={"dryRun": "All"})  # refused (422) if any rule is over
+
+
 def test_kubectl_explain_reads_the_field_descriptions(control_plane: Any, peftjob_crd: Any) -> None:
     kubectl = Path(sys.executable).parent / "kubectl"
     result = subprocess.run(

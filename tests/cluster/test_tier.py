@@ -71,6 +71,16 @@ def test_the_fake_kubelet_runs_and_finishes_pods_the_server_validates(
     assert not kubelet.errors
 
 
+def test_the_fake_kubelet_drives_many_pods_at_once(admin: Kube, namespace: str, kubelet: FakeKubelet) -> None:
+    for name in ("rank-0", "rank-1"):
+        admin.create(restricted_pod(name), namespace)
+    wait_for(lambda: all(p["spec"].get("nodeName") for p in kubelet.pods(selector="app=probe")), what="both bound")
+    assert len(kubelet.run_bound(selector="app=probe")) == 2
+    assert kubelet.run_bound(selector="app=probe") == []  # already running
+    finished = kubelet.finish_running(0, selector="app=probe")
+    assert sorted(p["status"]["phase"] for p in finished) == ["Succeeded", "Succeeded"]
+
+
 def test_bound_pods_are_deleted_gracefully_until_the_kubelet_finishes(admin: Kube, namespace: str) -> None:
     fake = FakeKubelet(admin, namespace=namespace)
     fake.register_node()
