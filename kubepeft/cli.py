@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 EXIT_CODES = """\
-exit status (see docs/operations.md, "Exit codes"):
+exit status (see docs/local-run.md, "Exit codes"):
   validate  0 all valid, 1 a problem was found, 2 bad usage
   run       0 succeeded, 1 retryable failure (run again to resume), 2 input refused before
             anything ran (invalid manifest, unreadable file, bad flag), 3 permanent failure,
