@@ -6,6 +6,12 @@ fields rejected, as ``kubectl --validate=strict`` does), then evaluate every
 read ``oldSelf``) need a previous object and are skipped. A node with schema errors inside it
 does not get its CEL rules evaluated: the rules assume well-typed input.
 
+Before all of that, values JSON cannot hold (NaN, NUL, lone surrogates, non-string keys, other
+Python types, too deep or too large) are reported alone (:func:`value_errors`); after it, the
+typed model the operator and the trainer use parses the object. :func:`check_object` is that
+whole path, shared by ``kubepeft validate`` and ``kubepeft run`` so they accept the same files.
+Manifests are read by :mod:`kubepeft.api.yaml_input` (the input limits).
+
 Everything here is pure; :mod:`kubepeft.api.validate_cmd` does the file I/O and printing.
 """
 
