@@ -5,7 +5,9 @@ rendered as YAML or JSON, then text-level damage: hostile snippets, deleted span
 lines) go through both entry points -- ``validate_text`` (``kubepeft validate``) and
 ``load_job_text`` (``kubepeft run``'s loader, nothing is trained). Each is accepted, or refused
 with lines ``<file>[#n][:line]: <reason>``; never another exception; and ``validate`` says ok
-exactly when ``run`` accepts. The fast tier runs a few hundred examples; the slow tier 5,000.
+exactly when ``run`` accepts. The slow tier also hands each mutated object to ``check_object``
+directly (NaN, huge integers, non-string keys as Python values). The fast tier runs 400 texts
+(about 5 s); the slow tier 5,000 (about a minute on two cores).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubepeft.api.validate import validate_text
+from kubepeft.api import yaml_input
+from kubepeft.api.validate import check_object, validate_text
 from kubepeft.local.job_file import JobFileError, load_job_text
 from tests.fixtures.api import REPO_ROOT
 
@@ -166,11 +169,22 @@ def _damage_text(draw: st.DrawFn, text: str) -> str:
 
 
 @st.composite
-def mutated_manifests(draw: st.DrawFn) -> str:
+def mutated_manifests(draw: st.DrawFn) -> tuple[Any, str]:
+    """A mutated example as an object (hostile Python values included) and as damaged text."""
     doc = copy.deepcopy(draw(st.sampled_from(EXAMPLES)))
     for _ in range(draw(st.integers(min_value=0, max_value=3))):
         doc = _mutate_object(draw, doc)
-    return _damage_text(draw, _render(draw, doc))
+    return doc, _damage_text(draw, _render(draw, doc))
+
+
+def check_object_directly(doc: Any) -> None:
+    """The object itself, as a Python caller (or the operator) would pass it: NaN, sets, bytes,
+    non-string keys and huge integers are field errors, never an exception."""
+    checked = check_object(doc)
+    assert (checked.job is None) == bool(checked.errors)
+    for error in checked.errors:
+        line = f"{SOURCE}: {error}"
+        assert LINE.fullmatch(line) and line.encode("utf-8"), line
 
 
 def check_both_entry_points(text: str, seen: Counter[str]) -> None:
@@ -189,7 +203,9 @@ def check_both_entry_points(text: str, seen: Counter[str]) -> None:
     seen["accepted" if job is not None else "refused"] += 1
 
 
-def _run_property(max_examples: int, *, derandomize: bool) -> Counter[str]:
+def _run_property(max_examples: int, *, derandomize: bool, objects: bool = True) -> Counter[str]:
+    """Run the property ``max_examples`` times (``objects``: also pass each mutated object to
+    :func:`check_object` directly); returns how many texts were accepted / refused."""
     seen: Counter[str] = Counter()
 
     @settings(
@@ -200,7 +216,10 @@ def _run_property(max_examples: int, *, derandomize: bool) -> Counter[str]:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     )
     @given(mutated_manifests())
-    def property_(text: str) -> None:
+    def property_(case: tuple[Any, str]) -> None:
+        doc, text = case
+        if objects:
+            check_object_directly(doc)
         check_both_entry_points(text, seen)
 
     property_()
@@ -208,7 +227,8 @@ def _run_property(max_examples: int, *, derandomize: bool) -> Counter[str]:
 
 
 def test_mutated_examples_are_accepted_or_refused_cleanly() -> None:
-    seen = _run_property(FAST_EXAMPLES, derandomize=True)
+    # The texts only: hostile Python objects are covered by the slow run and test_hostile_input.
+    seen = _run_property(FAST_EXAMPLES, derandomize=True, objects=False)
     assert sum(seen.values()) >= FAST_EXAMPLES
     # Both outcomes occur: the mutations neither always break nor never break a manifest.
     assert seen["accepted"] > 0 and seen["refused"] > 0, seen
@@ -220,3 +240,12 @@ def test_five_thousand_mutated_examples_are_accepted_or_refused_cleanly() -> Non
     seen = _run_property(SLOW_EXAMPLES, derandomize=False)
     assert sum(seen.values()) >= SLOW_EXAMPLES
     assert seen["accepted"] > 0 and seen["refused"] > 0, seen
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_pure_python_parser_holds_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where PyYAML has no libyaml, its pure-Python parser reads manifests: same property.
+    monkeypatch.setattr(yaml_input, "DEFAULT_LOADER", yaml_input.PYTHON_LOADER)
+    seen = _run_property(FAST_EXAMPLES, derandomize=True, objects=False)
+    assert sum(seen.values()) >= FAST_EXAMPLES
