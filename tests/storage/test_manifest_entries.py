@@ -132,3 +132,17 @@ def test_local_destination_is_inside_the_root(tmp_path: Path) -> None:
     assert local_destination(tmp_path, "a/b") == tmp_path / "a" / "b"
     with pytest.raises(IntegrityError):
         local_destination(tmp_path, "a/../..")
+
+
+@pytest.mark.timeout(60)
+def test_a_local_set_with_device_files_is_refused_not_read_forever(local_store: Store, tmp_path: Path) -> None:
+    root = Path(local_store.root)
+    (root / "set").mkdir(parents=True)
+    (root / "set" / "weights.bin").symlink_to("/dev/zero")
+    (root / "set" / "manifest.json").write_text(manifest_text("weights.bin"))
+    with pytest.raises(PermanentStorageError, match=r"download .*weights.bin failed: not a regular file"):
+        local_store.download_dir("set", tmp_path / "dst")
+    (root / "bad").mkdir()
+    (root / "bad" / "manifest.json").symlink_to("/dev/zero")
+    with pytest.raises(PermanentStorageError, match=r"read .*manifest.json failed: not a regular file"):
+        local_store.verify("bad")
