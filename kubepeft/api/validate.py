@@ -385,7 +385,7 @@ def metadata_errors(metadata: Any) -> list[FieldError]:
     if metadata is None:
         return [FieldError("metadata.name", "required field is missing")]
     if not isinstance(metadata, dict):
-        return [FieldError("metadata", f"must be of type object, got {_type_name(metadata)}")]
+        return []  # the schema reports it ("metadata: must be of type object, got ...")
     errors: list[FieldError] = []
     name, generate_name = metadata.get("name"), metadata.get("generateName")
     if name is None and generate_name is None:
@@ -397,7 +397,7 @@ def metadata_errors(metadata: Any) -> list[FieldError]:
         prefix_pattern = r"^[a-z0-9]([-a-z0-9.]*)?$"
         errors.extend(_name_errors("metadata.generateName", generate_name, models.MAX_NAME_LENGTH - 5, prefix_pattern))
     namespace = metadata.get("namespace")
-    if namespace is not None:
+    if namespace is not None and namespace != "":  # empty: unset, as kubectl reads it
         errors.extend(
             _name_errors("metadata.namespace", namespace, MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, kind="label")
         )
@@ -408,7 +408,8 @@ def _name_errors(path: str, name: Any, max_length: int, pattern: str, kind: str 
     if not isinstance(name, str):
         return [FieldError(path, f"must be of type string, got {_type_name(name)}")]
     if len(name) > max_length:
-        return [FieldError(path, f"must be at most {max_length} characters long (it is also a label value)")]
+        why = "a DNS-1123 label" if kind == "label" else "it is also a label value"
+        return [FieldError(path, f"must be at most {max_length} characters long ({why})")]
     if not pattern_matches(pattern, name):
         allowed = "lowercase letters, digits and '-'" if kind == "label" else "lowercase letters, digits, '-' and '.'"
         return [

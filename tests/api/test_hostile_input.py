@@ -332,3 +332,14 @@ def test_job_file_error_lines_for_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(JobFileError) as caught:
         load_job_file(tmp_path / "missing.yaml")
     assert caught.value.lines == [f"{tmp_path / 'missing.yaml'}: cannot read: No such file or directory"]
+
+
+def test_metadata_checks() -> None:
+    from kubepeft.api.validate import metadata_errors
+
+    assert metadata_errors({"name": "a", "namespace": ""}) == []  # empty: unset, as kubectl reads it
+    assert [str(e) for e in metadata_errors({"name": "a", "namespace": "x" * 64})] == [
+        "metadata.namespace: must be at most 63 characters long (a DNS-1123 label)"
+    ]
+    doc = {**MINIMAL_PEFTJOB, "metadata": "x"}
+    assert [str(e) for e in validate_object(doc)] == ['metadata: must be of type object, got string "x"']
