@@ -156,8 +156,8 @@ class _Budget:
         elif isinstance(event, yaml.CollectionStartEvent):
             if len(self.stack) >= self.max_depth:
                 self._fail(event, f"nested deeper than {self.max_depth} levels")
-            self._add(event, 1)
-            self.stack.append([event.anchor, 1])
+            self.stack.append([event.anchor, 0])
+            self._add(event, 1)  # the collection itself, counted in its own entry
             if event.anchor is not None:
                 self.sizes.pop(event.anchor, None)
                 self.open.add(event.anchor)

@@ -60,3 +60,13 @@ def test_refusals(loader: type, text: str, message: str) -> None:
 def test_text_over_the_cap_is_refused_before_parsing() -> None:
     with pytest.raises(ManifestInputError, match=r"^f: larger than 3145728 bytes"):
         load_documents("#" * (yaml_input.MAX_MANIFEST_BYTES + 1), "f")
+
+
+def test_the_budget_counts_each_alias_as_what_it_repeats() -> None:
+    import yaml
+
+    budget = yaml_input._Budget(max_depth=100, max_nodes=10**9)
+    for event in yaml.parse("a: &a [1, [2, 3]]\nb: *a\nc: [*a, *a]\n", Loader=yaml_input.PYTHON_LOADER):
+        budget.feed(event)
+    # root 1 + keys 3 + a 5 (list, 1, list, 2, 3) + b 5 + c 11 (list + twice a)
+    assert (budget.nodes, budget.sizes) == (25, {"a": 5})
