@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,8 +26,37 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXIT_CODES = """\
+exit status (see docs/local-run.md, "Exit codes"):
+  validate  0 all valid, 1 a problem was found, 2 bad usage
+  run       0 succeeded, 1 retryable failure (run again to resume), 2 input refused before
+            anything ran (invalid manifest, unreadable file, bad flag), 3 permanent failure,
+            130 interrupted
+  verify    0 matches its manifest, 1 mismatch or missing file, 2 incomplete (no manifest)
+            or bad usage, 3 other storage error"""
+
+
+def endpoint_url(value: str) -> str:
+    """argparse type of ``--endpoint``: an ``http(s)://host[:port][/path]`` URL, refused early
+    with a usage error instead of a traceback from the S3 client."""
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # e.g. a port that is not a number or out of range
+        port_ok = False
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL with a host")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubepeft", description="Kubernetes-native PEFT fine-tuning.")
+    parser = argparse.ArgumentParser(
+        prog="kubepeft",
+        description="Kubernetes-native PEFT fine-tuning.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_module, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -113,7 +113,12 @@ itself:
   rule compares the whole spec. The control-plane test tier (`make test-cluster`) creates the CRD
   on a real API server, which computes the real costs.
 - **Pattern dialect**: the API server evaluates `pattern` with Go's RE2, this tool with Python's
-  `re`; the patterns used are in the common subset of both.
+  `re`; the patterns used are in the common subset of both, all anchored `^...$` and matched
+  with `re.fullmatch`, so `$` cannot match before a final newline (`cpu: "2\\n"` is refused, as
+  Go refuses it).
+- **Stricter than the API server** where `kubepeft run` could not use the value: a NUL in any
+  string, YAML that kubectl would coerce (unquoted dates, `!!binary`, non-string keys), and
+  files over the input limits (see docs/local-run.md, "Input limits").
 - **`metadata.name`**: the API server itself allows a DNS-1123 subdomain of up to 253 characters;
   kubepeft limits it to {max_name} characters, because the job name is used as a label value. A
   root-level CEL rule makes the server refuse a longer name with the same field path and message

@@ -8,6 +8,12 @@ unsupported enum value, too long or too many) stopped the server from evaluating
 Transition rules (those that read ``oldSelf``) need a previous object: :func:`validate_update`
 evaluates them.
 
+Before all of that, values JSON cannot hold (NaN, NUL, lone surrogates, non-string keys, other
+Python types, too deep or too large) are reported alone (:func:`value_errors`); after it, the
+typed model the operator and the trainer use parses the object. :func:`check_object` is that
+whole path, shared by ``kubepeft validate`` and ``kubepeft run`` so they accept the same files.
+Manifests are read by :mod:`kubepeft.api.yaml_input` (the input limits).
+
 Everything here is pure; :mod:`kubepeft.api.validate_cmd` does the file I/O and printing.
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +30,23 @@ from typing import Any
 
 import celpy
 import jsonschema
-import yaml
+import pydantic
 
 from kubepeft.api import crd, models
+from kubepeft.api.yaml_input import MAX_DEPTH, MAX_NODES, ManifestInputError, load_documents
 
 UNKNOWN_FIELD = "unknown field"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OLD_SELF = re.compile(r"\boldSelf\b")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# metadata.namespace: a DNS-1123 label, as the API server requires of a Namespace's name.
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAMESPACE_LENGTH = 63
+MAX_SHOWN_CHARS = 200
+"""Values quoted in a reason are cut to this length (a hostile file may hold megabyte strings)."""
+MAX_VALUE_ERRORS = 20
+INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True, order=True)
@@ -82,8 +99,11 @@ def join_path(base: str, key: str | int) -> str:
     """``spec`` + ``lora`` -> ``spec.lora``; list index -> ``[0]``; odd map keys -> ``[kubernetes.io/os]``."""
     if isinstance(key, int):
         return f"{base}[{key}]"
-    if _IDENTIFIER.match(key):
+    if _IDENTIFIER.fullmatch(key):
         return f"{base}.{key}" if base else key
+    if not key.isprintable() or "[" in key or "]" in key:
+        # A path is printed on one line: quote keys with newlines, NULs or surrogates.
+        key = json.dumps(key)
     return f"{base}[{key}]"
 
 
@@ -121,13 +141,35 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def pattern_matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches a schema pattern as the API server's Go regexp does.
+
+    In Go, ``$`` matches only at the very end of the text; in Python it also matches before a
+    final newline, so ``re.search("^[0-9]+$", "2\\n")`` succeeds. The CRD's patterns are all
+    anchored ``^...$``: ``re.fullmatch`` gives Go's answer.
+    """
+    if pattern.startswith("^") and pattern.endswith("$"):
+        return re.fullmatch(pattern, value) is not None
+    return re.search(pattern, value) is not None
+
+
+def _pattern_keyword(
+    validator: jsonschema.protocols.Validator, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if validator.is_type(instance, "string") and not pattern_matches(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Draft 4 matches OpenAPI v3.0's boolean exclusiveMinimum/exclusiveMaximum.
+_Draft4GoPatterns = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _pattern_keyword})
+
+
 @functools.lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    # Draft 4 matches OpenAPI v3.0's boolean exclusiveMinimum/exclusiveMaximum.
     schema = strict_schema(crd_schema())
     # metadata declares only name (for a rule's fieldPath); the server owns the rest of it.
     schema["properties"]["metadata"] = crd_schema()["properties"]["metadata"]
-    return jsonschema.Draft4Validator(schema)
+    return _Draft4GoPatterns(schema)
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -152,7 +194,11 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """A value as JSON for a reason: cut when long, printable even with a lone surrogate."""
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    if len(text) > MAX_SHOWN_CHARS:
+        text = text[:MAX_SHOWN_CHARS] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
@@ -347,11 +393,19 @@ def identity_errors(doc: dict[str, Any]) -> list[FieldError]:
         errors.append(FieldError("kind", REQUIRED))
     elif kind != models.KIND:
         errors.append(FieldError("kind", f"unsupported value {_show(kind)}: expected {models.KIND}"))
-    metadata = doc.get("metadata")
+    return errors + metadata_errors(doc.get("metadata"))
+
+
+def metadata_errors(metadata: Any) -> list[FieldError]:
+    """metadata.name (or generateName) and metadata.namespace, checked as the API server does.
+
+    They name the job's children and, in a local run, folders: ``runs/<namespace>/<name>``.
+    """
     if metadata is None:
-        return [*errors, FieldError("metadata.name", REQUIRED)]
+        return [FieldError("metadata.name", REQUIRED)]
     if not isinstance(metadata, dict):
-        return [*errors, FieldError("metadata", f"must be of type object, got {_type_name(metadata)}")]
+        return []  # the schema reports it ("metadata: must be of type object, got ...")
+    errors: list[FieldError] = []
     name, generate_name = metadata.get("name"), metadata.get("generateName")
     if name is None and generate_name is None:
         errors.append(FieldError("metadata.name", REQUIRED))
@@ -368,6 +422,12 @@ def identity_errors(doc: dict[str, Any]) -> list[FieldError]:
         errors.extend(
             _name_errors("metadata.generateName", generate_name, MAX_SUBDOMAIN_LENGTH, prefix_pattern, too_long)
         )
+    namespace = metadata.get("namespace")
+    if namespace is not None and namespace != "":  # empty: unset, as kubectl reads it
+        too_long = f"must be at most {MAX_NAMESPACE_LENGTH} characters long (a DNS-1123 label)"
+        errors.extend(
+            _name_errors("metadata.namespace", namespace, MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, too_long, kind="label")
+        )
     return errors
 
 
@@ -375,27 +435,96 @@ MAX_SUBDOMAIN_LENGTH = 253
 REQUIRED = "required field is missing"
 
 
-def _name_errors(path: str, name: Any, max_length: int, pattern: str, too_long: str) -> list[FieldError]:
+def _name_errors(
+    path: str, name: Any, max_length: int, pattern: str, too_long: str, kind: str = "subdomain"
+) -> list[FieldError]:
     if not isinstance(name, str):
         return [FieldError(path, f"must be of type string, got {_type_name(name)}")]
     if len(name) > max_length:
         return [FieldError(path, too_long)]
-    if not re.match(pattern, name):
+    if not pattern_matches(pattern, name):
+        allowed = "lowercase letters, digits and '-'" if kind == "label" else "lowercase letters, digits, '-' and '.'"
         return [
             FieldError(
                 path,
-                f"invalid value {_show(name)}: must be a DNS-1123 subdomain (lowercase letters, digits, '-' "
-                "and '.', starting and ending with a letter or digit)",
+                f"invalid value {_show(name)}: must be a DNS-1123 {kind} ({allowed}, "
+                "starting and ending with a letter or digit)",
             )
         ]
     return []
+
+
+# --- values JSON cannot hold ----------------------------------------------------------------
+
+
+def _value_problem(value: Any) -> str | None:
+    """What is wrong with one scalar (or container) in a JSON document, if anything."""
+    if isinstance(value, str):
+        if "\0" in value:
+            return "must not contain a NUL character"
+        if _SURROGATE.search(value):
+            return "invalid Unicode: a lone surrogate"
+        return None
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, int):
+        return None if INT64[0] <= value <= INT64[1] else "integer out of range (64 bits)"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"must be a finite number, got {value!r} (JSON has no NaN or infinity)"
+    return f"must be a JSON value, got {type(value).__name__}"
+
+
+def _key_problem(key: Any) -> str | None:
+    if not isinstance(key, str):
+        return f"mapping keys must be strings, got {_type_name(key)} {_show(key)}"
+    problem = _value_problem(key)
+    return f"key {_show(key)}: {problem}" if problem else None
+
+
+def value_errors(doc: Any) -> list[FieldError]:
+    """What a YAML loader or a Python caller can put in a document that JSON (and so the API
+    server) cannot hold: NaN and infinities, NULs, lone surrogates, non-string keys, integers
+    beyond 64 bits, other Python types, nesting deeper than ``MAX_DEPTH``, more than
+    ``MAX_NODES`` nodes (a reference cycle ends at the depth limit). Iterative: no recursion limit.
+    """
+    errors: list[FieldError] = []
+    stack: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    nodes = 0
+    while stack and len(errors) < MAX_VALUE_ERRORS:
+        value, path, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return [*errors, FieldError("", f"more than {MAX_NODES} values")]
+        problem = _value_problem(value)
+        if problem is not None:
+            errors.append(FieldError(path, problem))
+        elif isinstance(value, dict | list) and depth >= MAX_DEPTH:
+            errors.append(FieldError(path, f"nested deeper than {MAX_DEPTH} levels"))
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                key_problem = _key_problem(key)
+                if key_problem is not None:
+                    errors.append(FieldError(path, key_problem))
+                else:
+                    children.append((item, join_path(path, key), depth + 1))
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            stack.extend((item, join_path(path, index), depth + 1) for index, item in reversed(list(enumerate(value))))
+    return errors
 
 
 # --- whole objects and files --------------------------------------------------------------
 
 
 def validate_object(doc: Any) -> list[FieldError]:
-    """Every problem of one PeftJob object, as the API server would find them (no transition rules)."""
+    """Every problem of one PeftJob object, as the API server would find them (no transition rules).
+
+    Values JSON cannot hold are reported alone: the schema and the rules assume JSON input.
+    """
+    hostile = value_errors(doc)
+    if hostile:
+        return sorted(set(hostile))
     if not isinstance(doc, dict):
         return [FieldError("", f"a PeftJob must be a mapping, got {_type_name(doc)}")]
     # The API server's order: a manifest with unknown fields is not decoded at all (strict field
@@ -452,24 +581,63 @@ def validate_update(old_doc: dict[str, Any], new_doc: Any) -> list[FieldError]:
     return sorted(set(found))
 
 
+@dataclass(frozen=True)
+class CheckedObject:
+    """A PeftJob object after the one check every entry point shares: the typed job, or errors."""
+
+    job: models.PeftJob | None
+    errors: tuple[FieldError, ...]
+
+
+def model_errors(error: pydantic.ValidationError) -> list[FieldError]:
+    """The typed model's complaints as field errors (wire names, the validator's path syntax)."""
+    found = set()
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            path = join_path(path, part)
+        found.add(FieldError(path, item["msg"]))
+    return sorted(found)
+
+
+def check_object(doc: Any) -> CheckedObject:
+    """The parse-and-validate step of ``kubepeft validate``, ``kubepeft run`` and anything else
+    that takes a PeftJob document: the CRD's schema and rules (:func:`validate_object`), then the
+    typed model the operator and the trainer use. What passes here is a :class:`models.PeftJob`."""
+    errors = validate_object(doc)
+    if errors:
+        return CheckedObject(None, tuple(errors))
+    try:
+        job = models.PeftJob.model_validate(doc)
+    except pydantic.ValidationError as error:
+        return CheckedObject(None, tuple(model_errors(error)))
+    return CheckedObject(job, ())
+
+
+def peftjob_documents(documents: list[Any], source: str) -> tuple[list[tuple[str, Any]], str | None]:
+    """The (label, document) pairs of a stream that are PeftJobs, or a problem with the file.
+
+    A lone non-mapping document is checked (and reported); in a stream, other kinds are someone
+    else's. The label is ``<file>``, or ``<file>#<n>`` when the stream holds several documents.
+    """
+    many = len(documents) > 1
+    chosen = [
+        (f"{source}#{index}" if many else source, doc)
+        for index, doc in enumerate(documents, start=1)
+        if claims_peftjob(doc) or (not many and not isinstance(doc, dict))
+    ]
+    if not chosen:
+        return [], f"{source}: no {models.KIND} ({models.API_VERSION}) document found"
+    return chosen, None
+
+
 def validate_text(text: str, source: str) -> FileResult:
     """Validate every PeftJob document of a YAML stream; other kinds are skipped."""
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(error, "problem", None) or str(error)
-        return FileResult(source, problem=f"{where}: YAML syntax error: {problem}")
-    many = len(documents) > 1
-    results = []
-    for index, doc in enumerate(documents, start=1):
-        # A lone non-mapping document is reported; in a stream, other kinds are someone else's.
-        lone_non_mapping = not many and not isinstance(doc, dict)
-        if not claims_peftjob(doc) and not lone_non_mapping:
-            continue
-        label = f"{source}#{index}" if many else source
-        results.append(DocumentResult(label, tuple(validate_object(doc))))
-    if not results:
-        return FileResult(source, problem=f"{source}: no {models.KIND} ({models.API_VERSION}) document found")
-    return FileResult(source, tuple(results))
+        documents = load_documents(text, source)
+    except ManifestInputError as error:
+        return FileResult(source, problem=str(error))
+    chosen, problem = peftjob_documents(documents, source)
+    if problem is not None:
+        return FileResult(source, problem=problem)
+    return FileResult(source, tuple(DocumentResult(label, check_object(doc).errors) for label, doc in chosen))

@@ -31,7 +31,7 @@ from rich.console import Console
 import kubepeft
 from kubepeft.contract import output_root
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
-from kubepeft.local.run_cmd import run_loaded_job
+from kubepeft.local.run_cmd import EXIT_INVALID, run_loaded_job
 from kubepeft.local.session import default_workdir
 from kubepeft.local.storage_defaults import S3_DATA_DIR, bucket_of
 from kubepeft.storage.errors import StorageError
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     except JobFileError as error:
         for line in error.lines:
             print(line, file=sys.stderr)
-        return 1
+        return EXIT_INVALID
     if job.spec.dataset is None:
         print(f"{example}: the demo needs a job with a dataset", file=sys.stderr)
         return 1

@@ -4,7 +4,9 @@ Same spec, same validation, same trainer config (``build_trainer_config``), same
 train`` processes with the same launcher environment as worker pods, same artifacts. Storage
 defaults: see :mod:`kubepeft.local.storage_defaults`. Ctrl-C stops the nodes cleanly; running the
 same command again resumes from the latest checkpoint (same name and namespace -> same output
-root). The exit code is the trainer's: 0, 1 (retryable), 3 (permanent); 130 after Ctrl-C.
+root). Exit codes: the trainer's 0, 1 (retryable) or 3 (permanent); 2 when the input is refused
+before anything starts (invalid manifest, unreadable file, bad flag -- as argparse's usage errors);
+a workdir that cannot be written is a storage error (classified like every other); 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,23 +14,31 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
+from kubepeft.cli import EXIT_CODES, endpoint_url
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
 from kubepeft.local.session import default_workdir, execute, log_excerpt, prepare_run
 from kubepeft.local.storage_defaults import bucket_of, plan_storage, storage_for
 from kubepeft.local.summary import RunOutcome, failure_lines, interrupted_lines, summary_lines
-from kubepeft.storage.errors import StorageError
+from kubepeft.storage.errors import StorageError, classify
 
-EXIT_INVALID = 1
+EXIT_INVALID = 2
+EXIT_RETRYABLE = 1
+EXIT_PERMANENT = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXIT_CODES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("job", metavar="JOB.yaml", help="the PeftJob manifest to run")
     parser.add_argument("--workdir", type=Path, default=None, help="state folder (default: ./.kubepeft)")
-    parser.add_argument("--endpoint", default=None, help="S3 endpoint URL (default: the job's, else embedded S3)")
+    parser.add_argument(
+        "--endpoint", type=endpoint_url, default=None, help="S3 endpoint URL (default: the job's, else embedded S3)"
+    )
     parser.add_argument(
         "--credentials-dir",
         type=Path,
@@ -91,6 +101,20 @@ def run_loaded_job(
     return outcome
 
 
+def check_workdir(workdir: Path) -> None:
+    """Create the workdir and write a probe file in it, before any server or node starts.
+
+    A read-only or foreign folder is then one clear, classified storage error
+    (:func:`kubepeft.storage.errors.classify`) instead of a traceback halfway through the run.
+    """
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as error:
+        raise classify(error, action="write to the workdir", uri=str(workdir)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True)
     try:
@@ -99,16 +123,20 @@ def run(args: argparse.Namespace) -> int:
         for line in error.lines:
             print(line, file=sys.stderr)
         return EXIT_INVALID
+    workdir = (args.workdir or default_workdir()).absolute()
     try:
+        check_workdir(workdir)
         outcome = run_loaded_job(
             job,
-            workdir=(args.workdir or default_workdir()).absolute(),
+            workdir=workdir,
             endpoint=args.endpoint,
             credentials_dir=args.credentials_dir.absolute() if args.credentials_dir else None,
             console=console,
             command=resume_command(args),
         )
-    except StorageError as error:
-        print(f"storage: {error}", file=sys.stderr)
-        return 3 if not error.retryable else 1
+    except (StorageError, OSError) as error:
+        # Local file errors (workdir, logs, config) go through the same classifier as storage's.
+        classified = classify(error, action="local run", uri=str(workdir))
+        print(f"storage: {classified}", file=sys.stderr)
+        return EXIT_RETRYABLE if classified.retryable else EXIT_PERMANENT
     return outcome.exit_code

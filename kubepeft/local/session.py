@@ -23,7 +23,7 @@ from types import FrameType
 from rich.console import Console
 
 from kubepeft.contract import EXIT_RETRYABLE, TrainerConfig, TrainerReport, build_trainer_config
-from kubepeft.local.job_file import LoadedJob
+from kubepeft.local.job_file import LoadedJob, path_under
 from kubepeft.local.progress_view import ProgressView, ReportTail
 from kubepeft.local.runner import DEFAULT_GRACE_SECONDS, NodeGroup, free_port, plan_nodes, tail_text, trainer_command
 from kubepeft.local.storage_defaults import ResolvedStorage, credentials_dirs
@@ -40,7 +40,7 @@ def default_workdir() -> Path:
 
 
 def run_dir_for(workdir: Path, namespace: str, name: str) -> Path:
-    return workdir / "runs" / namespace / name
+    return path_under(workdir / "runs", namespace, name)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,7 @@ class LocalStore(Store):
     def _get_files(self, items: Sequence[DownloadItem]) -> None:
         def copy(item: DownloadItem) -> None:
             try:
+                _require_regular_file(item.uri, "download")
                 shutil.copyfile(item.uri, item.local_path)
             except FileNotFoundError:
                 raise NotFoundError(f"download {item.uri} failed: not found", uri=item.uri) from None
@@ -62,6 +64,7 @@ class LocalStore(Store):
 
     def _get_bytes(self, uri: str) -> bytes:
         try:
+            _require_regular_file(uri, "read")
             return Path(uri).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"read {uri} failed: not found", uri=uri) from None
@@ -92,6 +95,13 @@ class LocalStore(Store):
 
     def _delete(self, uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
+
+
+def _require_regular_file(uri: str, action: str) -> None:
+    """An object of a local store is a regular file: a planted symlink to /dev/zero or a FIFO
+    would otherwise be read (or copied) forever."""
+    if not stat.S_ISREG(os.stat(uri).st_mode):
+        raise PermanentStorageError(f"{action} {uri} failed: not a regular file", uri=uri, code="NotARegularFile")
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -31,6 +31,7 @@ from kubepeft.storage.manifest import (
     FileEntry,
     Manifest,
     TransferStats,
+    local_destination,
     scan_dir,
     sha256_file,
 )
@@ -140,7 +141,7 @@ class Store(ABC):
                 f"upload {target}: {source} is not a directory", uri=target, code="NotADirectory"
             )
         started = time.monotonic()
-        files = scan_dir(source)
+        files = self._guard("list", str(source), lambda: scan_dir(source))
         manifest_uri = join(target, MANIFEST_NAME)
         self._guard("delete", manifest_uri, lambda: self._delete(manifest_uri))
 
@@ -192,30 +193,32 @@ class Store(ABC):
             raise IncompleteError(f"{source} has no {MANIFEST_NAME}: the upload never completed", uri=source)
         started = time.monotonic()
         dest_root = Path(local_dir)
-        dest_root.mkdir(parents=True, exist_ok=True)
+        self._guard("create", str(dest_root), lambda: dest_root.mkdir(parents=True, exist_ok=True))
+        dests, todo = self._local_plan(manifest, dest_root)
+        items = [
+            DownloadItem(join(source, e.path), dests[e.path].with_name(dests[e.path].name + PART_SUFFIX), e.size)
+            for e in todo
+        ]
 
-        def already_local(entry: FileEntry) -> bool:
-            dest = dest_root / entry.path
-            return dest.is_file() and dest.stat().st_size == entry.size and sha256_file(dest) == entry.sha256
+        def make_folders() -> None:
+            for item in items:
+                item.local_path.parent.mkdir(parents=True, exist_ok=True)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self._hash_workers, len(manifest.files)))) as pool:
-            present = list(pool.map(already_local, manifest.files))
-        todo = [entry for entry, ok in zip(manifest.files, present, strict=True) if not ok]
-        items = []
-        for entry in todo:
-            dest = dest_root / entry.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            items.append(DownloadItem(join(source, entry.path), dest.with_name(dest.name + PART_SUFFIX), entry.size))
+        def put_in_place() -> None:
+            for entry, item in zip(todo, items, strict=True):
+                os.replace(item.local_path, dests[entry.path])
+
         try:
+            self._guard("create", str(dest_root), make_folders)
             self._guard("download", source, lambda: self._get_files(items))
             if verify:
-                self._verify_local(todo, items)
-            for entry, item in zip(todo, items, strict=True):
-                os.replace(item.local_path, dest_root / entry.path)
+                self._guard("verify", str(dest_root), lambda: self._verify_local(todo, items))
+            self._guard("write", str(dest_root), put_in_place)
         finally:
             for item in items:
                 item.local_path.unlink(missing_ok=True)
-        _atomic_write(dest_root / MANIFEST_NAME, manifest.to_json().encode())
+        manifest_path = dest_root / MANIFEST_NAME
+        self._guard("write", str(manifest_path), lambda: _atomic_write(manifest_path, manifest.to_json().encode()))
         fetched = sum(entry.size for entry in todo)
         manifest.transfer = TransferStats(
             transferred_files=len(todo),
@@ -232,6 +235,19 @@ class Store(ABC):
             manifest.transfer.skipped_files,
         )
         return manifest
+
+    def _local_plan(self, manifest: Manifest, dest_root: Path) -> tuple[dict[str, Path], list[FileEntry]]:
+        """Each entry's destination -- all checked before anything is written: inside ``dest_root``,
+        symlinks included -- and the entries not already there with the right size and sha256."""
+        dests = {entry.path: local_destination(dest_root, entry.path) for entry in manifest.files}
+
+        def already_local(entry: FileEntry) -> bool:
+            dest = dests[entry.path]
+            return dest.is_file() and dest.stat().st_size == entry.size and sha256_file(dest) == entry.sha256
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self._hash_workers, len(manifest.files)))) as pool:
+            present = self._guard("inspect", str(dest_root), lambda: list(pool.map(already_local, manifest.files)))
+        return dests, [entry for entry, ok in zip(manifest.files, present, strict=True) if not ok]
 
     def _verify_local(self, entries: Sequence[FileEntry], items: Sequence[DownloadItem]) -> None:
         def check(pair: tuple[FileEntry, DownloadItem]) -> str | None:

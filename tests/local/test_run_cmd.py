@@ -67,9 +67,9 @@ def finish(process: subprocess.Popen[str], timeout: float = 240) -> tuple[int, s
     return process.returncode, out
 
 
-def test_invalid_job_file_exits_1_with_file_field_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_job_file_exits_2_with_file_field_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_job(tmp_path / "bad.yaml", tmp_path / "m", tmp_path / "d.jsonl", "/out", maxSteps=0)
-    assert main(["run", str(path), "--workdir", str(tmp_path / "wd")]) == 1
+    assert main(["run", str(path), "--workdir", str(tmp_path / "wd")]) == 2
     err = capsys.readouterr().err
     assert f"{path}: spec.training.maxSteps: must be >= 1, got 0" in err
     assert not (tmp_path / "wd").exists()  # nothing started
