@@ -426,7 +426,9 @@ def metadata_errors(metadata: Any) -> list[FieldError]:
     if namespace is not None and namespace != "":  # empty: unset, as kubectl reads it
         too_long = f"must be at most {MAX_NAMESPACE_LENGTH} characters long (a DNS-1123 label)"
         errors.extend(
-            _name_errors("metadata.namespace", namespace, MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, too_long, kind="label")
+            _name_errors(
+                "metadata.namespace", namespace, MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN, too_long, kind="label"
+            )
         )
     return errors
 

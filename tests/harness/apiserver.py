@@ -14,11 +14,13 @@ stale resourceVersion, 422 on a failed JSON-patch test), label and field selecto
 that honour ``resourceVersion`` (exactly the later events; 410 when too old),
 ``timeoutSeconds``, bookmarks and ``sendInitialEvents``, and ownerReference garbage collection
 (background, foreground, orphan, dangling owners). PeftJobs are served from the generated CRD:
-unknown fields are pruned and the rest validated against its openAPIV3Schema.
+unknown fields are pruned, the rest defaulted and checked by ``kubepeft.api.validate`` (the
+project's one validator: schema, CEL rules, and on updates the transition rules).
 
-Not emulated: authentication/RBAC, admission, defaulting (beyond ``status.phase=Pending``; the
-first object in a namespace creates the Namespace), graceful pod deletion, strategic merge of
-lists (treated as a merge patch), CEL rules.
+Not emulated (each covered by the control-plane tier, ``tests/cluster``): authentication/RBAC,
+admission, defaulting of built-in kinds (beyond ``status.phase=Pending``; the first object in a
+namespace creates the Namespace), graceful pod deletion, strategic merge of lists (treated as a
+merge patch).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""CRD schemas in the test API server: structural pruning and OpenAPI validation, as the API server does.
+"""CRD schemas in the test API server: structural pruning, defaulting and validation, as the API server does.
 
-Pruning drops fields the schema does not declare (unless ``x-kubernetes-preserve-unknown-fields``);
-validation checks types, enums, patterns, bounds and ``required`` with jsonschema. CEL rules are
-not evaluated here (``kubepeft validate`` and the API tests cover them).
+Pruning drops fields the schema does not declare (unless ``x-kubernetes-preserve-unknown-fields``).
+PeftJobs are then defaulted and checked by :mod:`kubepeft.api.validate` itself -- the one
+validator, CEL rules and transition rules (immutability) included -- so the emulator refuses
+what ``kubepeft validate`` refuses; whether the real API server agrees is the control-plane
+tier's question (``tests/cluster/test_crd.py``). Other custom resources get a plain jsonschema
+check of types, enums, patterns, bounds and ``required``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ def prune(value: Any, schema: dict[str, Any]) -> Any:
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [prune(v, schema["items"]) for v in value]
     return value
+
+
+def peftjob_errors(obj: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
+    """Default ``obj`` in place (the server stores defaulted objects), then validate it with the
+    project's validator: as an update of ``old`` when there is one (transition rules)."""
+    from kubepeft.api.validate import apply_defaults, crd_schema, validate_object, validate_update
+
+    defaulted = apply_defaults(crd_schema(), obj)
+    obj.update({key: value for key, value in defaulted.items() if key != "metadata"})  # callers hold metadata
+    problems = validate_object(obj) if old is None else validate_update(old, obj)
+    return [f"{problem.path or '<root>'}: {problem.reason}" for problem in problems][:5]
 
 
 def validation_errors(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:

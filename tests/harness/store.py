@@ -19,7 +19,8 @@ from typing import Any
 
 from tests.harness.patching import PatchConflict, PatchInvalid, json_patch, merge_patch
 from tests.harness.resources import DEFAULT_RESOURCES, ResourceType, label_errors, name_errors, pod_errors
-from tests.harness.schema import prune, validation_errors
+from kubepeft.api import models
+from tests.harness.schema import peftjob_errors, prune, validation_errors
 from tests.harness.selectors import Requirement, fields_match, labels_match
 
 Obj = dict[str, Any]
@@ -175,7 +176,7 @@ class Store:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def _validate(self, rtype: ResourceType, obj: Obj) -> None:
+    def _validate(self, rtype: ResourceType, obj: Obj, old: Obj | None = None) -> None:
         if obj.get("kind") not in (None, rtype.kind) or obj.get("apiVersion") not in (None, rtype.api_version):
             raise ApiError(
                 400, "BadRequest", f"the object is a {obj.get('apiVersion')}/{obj.get('kind')}, not {rtype.kind}"
@@ -186,7 +187,10 @@ class Store:
             for key in [k for k in obj if k not in ("apiVersion", "kind", "metadata")]:
                 pruned = prune(obj[key], schema.get("properties", {}).get(key, {"type": "object", "properties": {}}))
                 obj[key] = pruned
-            errors += validation_errors(obj, schema)
+            if rtype.group == models.GROUP and rtype.kind == models.KIND:
+                errors += peftjob_errors(obj, old)
+            else:
+                errors += validation_errors(obj, schema)
         errors += label_errors(meta.get("labels") or {})
         if rtype.kind == "Pod" and rtype.group == "":
             errors += pod_errors(obj)
@@ -281,7 +285,7 @@ class Store:
             else:
                 meta.pop(immutable, None)
         new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
-        self._validate(rtype, new)
+        self._validate(rtype, new, current)
         if _essence(new) != _essence(current):
             meta["generation"] = meta_now.get("generation", 1) + 1
         meta["resourceVersion"] = meta_now["resourceVersion"]

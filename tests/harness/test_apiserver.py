@@ -255,20 +255,25 @@ def test_status_subresource_is_separate_from_the_main_object(custom: kubernetes.
     patched = custom.patch_namespaced_custom_object_status(
         *args, "j", {"status": {"phase": "Running"}, "spec": {"method": "qlora"}}
     )
-    assert patched["status"] == {"phase": "Running"} and patched["spec"]["method"] == "lora"
+    # (The schema's status defaults are filled in, as the API server does.)
+    assert patched["status"]["phase"] == "Running" and patched["spec"]["method"] == "lora"
     assert patched["metadata"]["generation"] == 1
     assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
     # Main-object writes ignore the status; spec changes bump the generation; metadata ones do not.
-    change = {"status": {"phase": "Failed"}, "spec": {"method": "promptTuning"}}
+    change = {"status": {"phase": "Failed"}, "spec": {"runPolicy": {"suspend": True}}}
     main = custom.patch_namespaced_custom_object(*args, "j", change)
-    assert main["status"] == {"phase": "Running"} and main["spec"]["method"] == "promptTuning"
+    assert main["status"]["phase"] == "Running" and main["spec"]["runPolicy"]["suspend"] is True
     assert main["metadata"]["generation"] == 2
+    # The CRD's transition rules are evaluated (by kubepeft.api.validate): the rest of the spec is immutable.
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        custom.patch_namespaced_custom_object(*args, "j", {"spec": {"method": "promptTuning"}})
+    assert refused.value.status == 422 and "immutable" in str(refused.value.body)
     labelled = custom.patch_namespaced_custom_object(*args, "j", {"metadata": {"labels": {"a": "b"}}})
     assert labelled["metadata"]["generation"] == 2
     replaced = custom.replace_namespaced_custom_object_status(
         *args, "j", {**labelled, "status": {"phase": "Suspended"}}
     )
-    assert replaced["status"] == {"phase": "Suspended"} and replaced["metadata"]["generation"] == 2
+    assert replaced["status"]["phase"] == "Suspended" and replaced["metadata"]["generation"] == 2
 
 
 def test_label_and_field_selectors(core: kubernetes.client.CoreV1Api) -> None:
@@ -359,7 +364,7 @@ def test_custom_resources_are_pruned_and_validated_by_the_crd_schema(
     assert "notAField" not in created["spec"]
     status = {"status": {"phase": "Running", "kopf": {"progress": {}}, "attempts": 1}}
     patched = custom.patch_namespaced_custom_object_status(*args, "j", status)
-    assert patched["status"] == {"phase": "Running", "attempts": 1}  # unknown status fields are pruned
+    assert patched["status"] == {"phase": "Running", "attempts": 1, "conditions": []}  # pruned, then defaulted
     with pytest.raises(ApiException) as bad_phase:
         custom.patch_namespaced_custom_object_status(*args, "j", {"status": {"phase": "Dancing"}})
     assert bad_phase.value.status == 422

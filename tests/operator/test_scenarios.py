@@ -100,7 +100,7 @@ def test_a_failed_worker_restarts_the_gang_and_the_next_attempt_succeeds(
     assert job is not None and job["metadata"]["annotations"][naming.ANNOTATION_FAILED_ATTEMPTS] == "1"
     wait_for(lambda: all(attempt_of(p) == 2 for p in pods(cluster)), what="attempt-1 pods deleted")
     assert len(pods(cluster)) == 2
-    assert "Restarting" in event_reasons(cluster)
+    wait_for(lambda: "Restarting" in event_reasons(cluster), what="a Restarting Event")
 
 
 def test_backoff_limit_exhausted_fails_the_job(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
@@ -244,7 +244,8 @@ def test_pods_the_api_server_refuses_fail_the_job_instead_of_retrying(cluster: A
     failed = wait_phase(cluster, "Failed")
     assert failed["attempts"] == 1 and condition(failed, "Failed")["reason"] == "InvalidSpec"
     assert "at least one node selector term" in failed["message"]
-    assert "InvalidSpec" in event_reasons(cluster) and pods(cluster) == []
+    wait_for(lambda: "InvalidSpec" in event_reasons(cluster), what="an InvalidSpec Event")
+    assert pods(cluster) == []
 
 
 def test_dropped_watch_streams_do_not_lose_events(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
