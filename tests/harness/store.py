@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kubepeft.api import models
 from tests.harness.patching import PatchConflict, PatchInvalid, json_patch, merge_patch
 from tests.harness.resources import DEFAULT_RESOURCES, ResourceType, label_errors, name_errors, pod_errors
-from kubepeft.api import models
 from tests.harness.schema import peftjob_errors, prune, validation_errors
 from tests.harness.selectors import Requirement, fields_match, labels_match
 
