@@ -3,6 +3,8 @@
 Used by local runs, tests and benchmarks. Every port it opens is chosen free (so instances run in
 parallel), SigV4 auth is enforced with generated credentials kept in ``<data_dir>/credentials/``
 (files named like the keys of a mounted Secret), and the data directory persists across restarts.
+Every other port (master, volume, filer, admin, their gRPC ports) requires a client certificate
+of a CA generated at each start, plus JWTs for volume and filer data (:mod:`.seaweed_security`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kubepeft.storage.client import ACCESS_KEY_FILE, SECRET_KEY_FILE, Credentials, read_credentials_dir
 from kubepeft.storage.errors import RetryableStorageError
+from kubepeft.storage.seaweed_security import write_security_config
 
 LOOPBACK = "127.0.0.1"
+SECURITY_DIR = "seaweed-security"
+# weed mini serves its gRPC services on these fixed-pattern sockets as well (removed at stop).
+GRPC_SOCKET_PATTERN = "/tmp/seaweedfs-{service}-grpc-{port}.sock"
+GRPC_SOCKET_SERVICES = {
+    "master": "master.port.grpc",
+    "volume": "volume.port.grpc",
+    "filer": "filer.port.grpc",
+    "s3": "s3.port.grpc",
+    "admin": "admin.port.grpc",
+}
 # Flags of `weed mini` that open a listening port; each gets its own free port.
 PORT_FLAGS = (
     "master.port",
@@ -82,6 +95,7 @@ class EmbeddedS3:
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self._socket_dir: str | None = None
+        self._ports: dict[str, int] = {}
         self._client: Any = None
 
     # --- paths and credentials ----------------------------------------------------------------
@@ -89,6 +103,11 @@ class EmbeddedS3:
     @property
     def credentials_dir(self) -> Path:
         return self.data_dir / "credentials"
+
+    @property
+    def security_dir(self) -> Path:
+        """Certificates, JWT keys and ``security.toml`` of the running server (0700)."""
+        return self.credentials_dir / SECURITY_DIR
 
     @property
     def log_path(self) -> Path:
@@ -162,13 +181,15 @@ class EmbeddedS3:
             json.dump(config, handle)
         return path
 
-    def _command(self, s3_config: Path) -> list[str]:
+    def _command(self, s3_config: Path, config_dir: Path) -> list[str]:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        self._ports = ports
         self.port = ports["s3.port"]
         # Unix sockets live in a short private temp dir: data dirs can exceed the 108-byte limit.
         self._socket_dir = tempfile.mkdtemp(prefix="kp-weed-")
         command = [
             find_weed(),
+            f"-config_dir={config_dir}",  # security.toml: mTLS and JWTs on every non-S3 port
             "mini",
             f"-dir={self.data_dir / 'data'}",
             f"-ip={LOOPBACK}",
@@ -191,7 +212,8 @@ class EmbeddedS3:
             return self
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         creds = self._ensure_credentials()
-        command = self._command(self._write_s3_config(creds))
+        config_dir = write_security_config(self.security_dir, LOOPBACK)
+        command = self._command(self._write_s3_config(creds), config_dir)
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} port {self.port}\n".encode())
             log_file.flush()
@@ -202,6 +224,7 @@ class EmbeddedS3:
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,  # a Ctrl-C in the parent's terminal does not hit it twice
+                umask=0o077,  # its unix sockets and files: this user only
             )
         try:
             self._wait_ready()
@@ -251,6 +274,10 @@ class EmbeddedS3:
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
+        for service, flag in GRPC_SOCKET_SERVICES.items():
+            if flag in self._ports:
+                Path(GRPC_SOCKET_PATTERN.format(service=service, port=self._ports[flag])).unlink(missing_ok=True)
+        self._ports = {}
         self.port = None
         self._client = None
 
