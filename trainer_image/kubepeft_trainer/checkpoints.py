@@ -71,6 +71,17 @@ class TrainerState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
+    def progress(self) -> dict[str, Any]:
+        """Where training stands, for the first report of an attempt: after a resume it carries
+        the last train and eval loss of the checkpoint, not nothing until the next evaluation."""
+        return {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "loss": self.loss_history[-1][1] if self.loss_history else None,
+            "eval_loss": self.eval_history[-1][1] if self.eval_history else None,
+        }
+
     @classmethod
     def from_json(cls, text: str) -> TrainerState:
         data = json.loads(text)

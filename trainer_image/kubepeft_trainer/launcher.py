@@ -109,7 +109,7 @@ def run_ranks(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdi
 
 
 def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> dict[str, str]:
-    from kubepeft_trainer.export import job_metadata, write_job_manifest
+    from kubepeft_trainer.export import export_adapter, job_metadata, write_job_manifest
     from kubepeft_trainer.inputs import fetch_merge_inputs
     from kubepeft_trainer.merge import merge_weighted_adapters
     from kubepeft_trainer.output_store import open_output_store
@@ -125,7 +125,7 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
         merge_weighted_adapters(
             base_dir, adapter_dirs, local / "merged", config.spec, adapter_out_dir=local / "adapter"
         )
-        adapter = store.upload_dir(local / "adapter", config.output.adapter, metadata=job_metadata(config, "adapter"))
+        adapter = export_adapter(store, config, local / "adapter")
         merged = store.upload_dir(local / "merged", config.output.merged, metadata=job_metadata(config, "merged"))
     write_job_manifest(store, config, {"adapter": adapter, "merged": merged})
     return {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
