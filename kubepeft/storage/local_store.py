@@ -93,6 +93,14 @@ class LocalStore(Store):
     def _delete(self, uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
 
+    def _abort_incomplete(self, uri: str) -> int:
+        """The temporary files of writes that never reached their rename (a killed process)."""
+        root = Path(uri)
+        leftovers = [p for p in root.rglob(f".*{PART_SUFFIX}") if p.is_file()] if root.is_dir() else []
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through a temporary file in the same folder, fsync, then rename into place."""

@@ -34,6 +34,7 @@ from kubepeft.storage.seaweed_security import write_security_config
 
 LOOPBACK = "127.0.0.1"
 SECURITY_DIR = "seaweed-security"
+READONLY_DIR = "readonly"
 # weed mini serves its gRPC services on these fixed-pattern sockets as well (removed at stop).
 GRPC_SOCKET_PATTERN = "/tmp/seaweedfs-{service}-grpc-{port}.sock"
 GRPC_SOCKET_SERVICES = {
@@ -119,19 +120,27 @@ class EmbeddedS3:
             raise RuntimeError("EmbeddedS3 is not running")
         return f"http://{LOOPBACK}:{self.port}"
 
-    def _ensure_credentials(self) -> Credentials:
-        """Reuse the credentials of an earlier run of this data dir, else generate new ones."""
-        if (self.credentials_dir / SECRET_KEY_FILE).exists():
-            return read_credentials_dir(self.credentials_dir)
-        self.credentials_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.credentials_dir, 0o700)
+    @property
+    def readonly_credentials_dir(self) -> Path:
+        """Keys of a second identity that may only read and list (tests of read-only outputs)."""
+        return self.credentials_dir / READONLY_DIR
+
+    @staticmethod
+    def _ensure_keys(folder: Path) -> Credentials:
+        """Reuse the keys of an earlier run of this data dir, else generate new ones."""
+        if (folder / SECRET_KEY_FILE).exists():
+            return read_credentials_dir(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
         creds = Credentials("KP" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30))
         for name, value in ((ACCESS_KEY_FILE, creds.access_key_id), (SECRET_KEY_FILE, creds.secret_access_key)):
-            path = self.credentials_dir / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(value)
         return creds
+
+    def _ensure_credentials(self) -> tuple[Credentials, Credentials]:
+        return self._ensure_keys(self.credentials_dir), self._ensure_keys(self.readonly_credentials_dir)
 
     @property
     def credentials(self) -> Credentials:
@@ -165,14 +174,18 @@ class EmbeddedS3:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def _write_s3_config(self, creds: Credentials) -> Path:
+    def _write_s3_config(self, creds: Credentials, readonly: Credentials) -> Path:
+        def identity(name: str, keys: Credentials, actions: list[str]) -> dict[str, Any]:
+            return {
+                "name": name,
+                "credentials": [{"accessKey": keys.access_key_id, "secretKey": keys.secret_access_key}],
+                "actions": actions,
+            }
+
         config = {
             "identities": [
-                {
-                    "name": "kubepeft",
-                    "credentials": [{"accessKey": creds.access_key_id, "secretKey": creds.secret_access_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
+                identity("kubepeft", creds, ["Admin", "Read", "Write", "List", "Tagging"]),
+                identity("kubepeft-readonly", readonly, ["Read", "List"]),
             ]
         }
         path = self.credentials_dir / "s3.json"
@@ -211,9 +224,9 @@ class EmbeddedS3:
         if self.process is not None:
             return self
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
-        creds = self._ensure_credentials()
+        creds, readonly = self._ensure_credentials()
         config_dir = write_security_config(self.security_dir, LOOPBACK)
-        command = self._command(self._write_s3_config(creds), config_dir)
+        command = self._command(self._write_s3_config(creds, readonly), config_dir)
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} port {self.port}\n".encode())
             log_file.flush()
