@@ -4,7 +4,8 @@ Same spec, same validation, same trainer config (``build_trainer_config``), same
 train`` processes with the same launcher environment as worker pods, same artifacts. Storage
 defaults: see :mod:`kubepeft.local.storage_defaults`. Ctrl-C stops the nodes cleanly; running the
 same command again resumes from the latest checkpoint (same name and namespace -> same output
-root). The exit code is the trainer's: 0, 1 (retryable), 3 (permanent); 130 after Ctrl-C.
+root); while a run of the same job in the same workdir is alive, a second one is refused (exit 1).
+The exit code is the trainer's: 0, 1 (retryable), 3 (permanent); 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 from rich.console import Console
 
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
-from kubepeft.local.session import default_workdir, execute, log_excerpt, prepare_run
+from kubepeft.local.run_lock import RunBusyError, run_lock
+from kubepeft.local.session import default_workdir, execute, log_excerpt, prepare_run, run_dir_for
 from kubepeft.local.storage_defaults import bucket_of, plan_storage, storage_for
 from kubepeft.local.summary import RunOutcome, failure_lines, interrupted_lines, summary_lines
 from kubepeft.storage.errors import StorageError
 
 EXIT_INVALID = 1
+EXIT_BUSY = 1  # retryable: run again once the other run has finished
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,10 +66,16 @@ def run_loaded_job(
     console: Console,
     command: str,
 ) -> RunOutcome:
-    """Storage, config, nodes, summary: everything after loading the file (shared with the demo)."""
+    """Storage, config, nodes, summary: everything after loading the file (shared with the demo).
+
+    Raises :class:`RunBusyError` while another run of the same job in ``workdir`` (or one of its
+    node processes) is alive."""
     plan = plan_storage(job.spec, workdir=workdir, endpoint=endpoint, credentials_dir=credentials_dir)
     output_bucket = bucket_of(job.spec.output.uri)
-    with storage_for(plan, create_buckets=(output_bucket,) if output_bucket else ()) as storage:
+    with (
+        run_lock(run_dir_for(workdir, job.namespace, job.name), f"{job.namespace}/{job.name}") as lock_fd,
+        storage_for(plan, create_buckets=(output_bucket,) if output_bucket else ()) as storage,
+    ):
         if storage.embedded:
             console.print(f"embedded S3 at {storage.endpoint} (data in {plan.embedded_data_dir})", highlight=False)
         run = prepare_run(job, storage, workdir)
@@ -75,7 +84,7 @@ def run_loaded_job(
             f"{job.spec.processes_per_node()} process(es), attempt {run.attempt}, output {run.config.output.root}",
             highlight=False,
         )
-        outcome = execute(run, console)
+        outcome = execute(run, console, inherit_fds=(lock_fd,))
     if outcome.interrupted:
         lines = interrupted_lines(run.config, command)
     elif outcome.exit_code == 0 and outcome.report is not None:
@@ -111,4 +120,7 @@ def run(args: argparse.Namespace) -> int:
     except StorageError as error:
         print(f"storage: {error}", file=sys.stderr)
         return 3 if not error.retryable else 1
+    except RunBusyError as error:
+        print(f"kubepeft run: {error}", file=sys.stderr)
+        return EXIT_BUSY
     return outcome.exit_code

@@ -221,6 +221,8 @@ class EmbeddedS3:
         return command
 
     def start(self) -> EmbeddedS3:
+        from kubepeft.local.child_lifetime import die_with_parent
+
         if self.process is not None:
             return self
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
@@ -231,7 +233,7 @@ class EmbeddedS3:
             log_file.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} port {self.port}\n".encode())
             log_file.flush()
             self.process = subprocess.Popen(
-                command,
+                die_with_parent(command),  # a SIGKILLed owner does not leave the server running
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
