@@ -115,7 +115,7 @@ class S3Store(Store):
                     uri=uri,
                     code="NoSuchBucket",
                 ) from None
-            raise
+            return  # e.g. no s3:ListBucket right: cannot tell, keep the object's own answer
         self._buckets_seen.add(bucket)
 
     def _remote_sha256(self, uri: str, size: int) -> str | None:

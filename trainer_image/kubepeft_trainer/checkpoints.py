@@ -73,12 +73,12 @@ class TrainerState:
 
     def progress(self) -> dict[str, Any]:
         """Where training stands, for the first report of an attempt: after a resume it carries
-        the last train and eval loss of the checkpoint, not nothing until the next evaluation."""
+        the checkpoint's last eval loss, not nothing until the next evaluation. (The train loss
+        stays a per-interval figure: the next one comes with the next logged step.)"""
         return {
             "step": self.step,
             "total_steps": self.total_steps,
             "epoch": self.epoch,
-            "loss": self.loss_history[-1][1] if self.loss_history else None,
             "eval_loss": self.eval_history[-1][1] if self.eval_history else None,
         }
 

@@ -206,9 +206,11 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     resumed_from = restored.step if restored else None
     if restored is None:
         state = TrainerState(total_steps=total_steps, world_size=plan.world_size, seed=training.seed)
-        # A fresh adapter's "before" is the base model's loss; a given starting adapter counts.
-        fresh = spec.adapters is None or not spec.adapters.sources
-        with base_model_only(accelerator.unwrap_model(model)) if fresh else contextlib.nullcontext():
+        # "Before" is the base model's loss. A fresh soft prompt already changes the model, so it
+        # is switched off; a fresh LoRA adapter is a no-op (B = 0) and a given starting adapter
+        # (spec.adapters) is part of the model being improved, so both are evaluated as they are.
+        fresh_prompt = spec.method == "promptTuning" and not spec.adapters
+        with base_model_only(accelerator.unwrap_model(model)) if fresh_prompt else contextlib.nullcontext():
             state.eval_loss_before, _ = evaluate(model, eval_batches, all_reduce=reduce, device=accelerator.device)
     else:
         state = restored
