@@ -32,6 +32,7 @@ import kubepeft
 from kubepeft.contract import output_root
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
 from kubepeft.local.run_cmd import EXIT_INVALID, run_loaded_job
+from kubepeft.local.run_lock import RunBusyError
 from kubepeft.local.session import default_workdir
 from kubepeft.local.storage_defaults import S3_DATA_DIR, bucket_of
 from kubepeft.storage.errors import StorageError
@@ -281,6 +282,9 @@ def run(args: argparse.Namespace) -> int:
     except StorageError as error:
         print(f"storage: {error}", file=sys.stderr)
         return 1 if error.retryable else 3
+    except RunBusyError as error:
+        print(f"kubepeft demo: {error}", file=sys.stderr)
+        return 1
     if not args.no_sample:
         show_sample(job, paths, results, console)
     return 0

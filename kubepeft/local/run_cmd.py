@@ -4,9 +4,11 @@ Same spec, same validation, same trainer config (``build_trainer_config``), same
 train`` processes with the same launcher environment as worker pods, same artifacts. Storage
 defaults: see :mod:`kubepeft.local.storage_defaults`. Ctrl-C stops the nodes cleanly; running the
 same command again resumes from the latest checkpoint (same name and namespace -> same output
-root). Exit codes: the trainer's 0, 1 (retryable) or 3 (permanent); 2 when the input is refused
-before anything starts (invalid manifest, unreadable file, bad flag -- as argparse's usage errors);
-a workdir that cannot be written is a storage error (classified like every other); 130 after Ctrl-C.
+root); while a run of the same job in the same workdir is alive, a second one is refused (exit 1,
+retryable: run again once the other has finished). Exit codes: the trainer's 0, 1 (retryable) or 3
+(permanent); 2 when the input is refused before anything starts (invalid manifest, unreadable file,
+bad flag -- as argparse's usage errors); a workdir that cannot be written is a storage error
+(classified like every other); 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from rich.console import Console
 
 from kubepeft.cli import EXIT_CODES, endpoint_url
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
-from kubepeft.local.session import default_workdir, execute, log_excerpt, prepare_run
+from kubepeft.local.run_lock import RunBusyError, run_lock
+from kubepeft.local.session import default_workdir, execute, log_excerpt, prepare_run, run_dir_for
 from kubepeft.local.storage_defaults import bucket_of, plan_storage, storage_for
 from kubepeft.local.summary import RunOutcome, failure_lines, interrupted_lines, summary_lines
 from kubepeft.storage.errors import StorageError, classify
@@ -29,6 +32,7 @@ from kubepeft.storage.errors import StorageError, classify
 EXIT_INVALID = 2
 EXIT_RETRYABLE = 1
 EXIT_PERMANENT = 3
+EXIT_BUSY = 1  # retryable: run again once the other run has finished
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,10 +77,16 @@ def run_loaded_job(
     console: Console,
     command: str,
 ) -> RunOutcome:
-    """Storage, config, nodes, summary: everything after loading the file (shared with the demo)."""
+    """Storage, config, nodes, summary: everything after loading the file (shared with the demo).
+
+    Raises :class:`RunBusyError` while another run of the same job in ``workdir`` (or one of its
+    node processes) is alive."""
     plan = plan_storage(job.spec, workdir=workdir, endpoint=endpoint, credentials_dir=credentials_dir)
     output_bucket = bucket_of(job.spec.output.uri)
-    with storage_for(plan, create_buckets=(output_bucket,) if output_bucket else ()) as storage:
+    with (
+        run_lock(run_dir_for(workdir, job.namespace, job.name), f"{job.namespace}/{job.name}") as lock_fd,
+        storage_for(plan, create_buckets=(output_bucket,) if output_bucket else ()) as storage,
+    ):
         if storage.embedded:
             console.print(f"embedded S3 at {storage.endpoint} (data in {plan.embedded_data_dir})", highlight=False)
         run = prepare_run(job, storage, workdir)
@@ -85,7 +95,7 @@ def run_loaded_job(
             f"{job.spec.processes_per_node()} process(es), attempt {run.attempt}, output {run.config.output.root}",
             highlight=False,
         )
-        outcome = execute(run, console)
+        outcome = execute(run, console, inherit_fds=(lock_fd,))
     if outcome.interrupted:
         lines = interrupted_lines(run.config, command)
     elif outcome.exit_code == 0 and outcome.report is not None:
@@ -139,4 +149,7 @@ def run(args: argparse.Namespace) -> int:
         classified = classify(error, action="local run", uri=str(workdir))
         print(f"storage: {classified}", file=sys.stderr)
         return EXIT_RETRYABLE if classified.retryable else EXIT_PERMANENT
+    except RunBusyError as error:
+        print(f"kubepeft run: {error}", file=sys.stderr)
+        return EXIT_BUSY
     return outcome.exit_code

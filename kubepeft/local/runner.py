@@ -5,7 +5,9 @@ of :class:`~kubepeft.contract.LauncherEnv` -- master ``127.0.0.1`` and a free po
 the headless Service -- and ``KUBEPEFT_CONFIG`` pointing at the rendered trainer config, so the
 trainer cannot tell a local run from a pod. Each node gets its own process group: the terminal's
 Ctrl-C reaches only ``kubepeft run``, which then stops the nodes in order (SIGTERM to the whole
-group, a grace period, then SIGKILL), the way the kubelet stops a container.
+group, a grace period, then SIGKILL), the way the kubelet stops a container. Should ``kubepeft
+run`` itself die (SIGKILL, OOM), the kernel sends every node SIGTERM (parent-death signal, see
+:mod:`kubepeft.local.child_lifetime`), and the ranks follow their node (they watch its pid).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from kubepeft.contract import (
     EXIT_PERMANENT,
     LauncherEnv,
 )
+from kubepeft.local.child_lifetime import die_with_parent
 
 LOCAL_MASTER_ADDR = "127.0.0.1"
 DEFAULT_GRACE_SECONDS = 20.0
@@ -117,6 +120,8 @@ class NodeGroup:
     plans: list[NodePlan]
     base_env: Mapping[str, str]
     command: list[str]
+    # Descriptors the nodes keep open for as long as they live (the run lock).
+    inherit_fds: tuple[int, ...] = ()
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -131,12 +136,13 @@ class NodeGroup:
             env = {**self.base_env, **plan.env}
             self.processes.append(
                 subprocess.Popen(
-                    self.command,
+                    die_with_parent(self.command),  # never outlive `kubepeft run`
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # own process group: Ctrl-C is ours to forward
+                    pass_fds=self.inherit_fds,
                 )
             )
 

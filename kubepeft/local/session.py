@@ -123,8 +123,11 @@ def execute(
     *,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     stop_event: threading.Event | None = None,
+    inherit_fds: tuple[int, ...] = (),
 ) -> RunOutcome:
-    """Start the nodes, show progress until they finish (or an interrupt), return the outcome."""
+    """Start the nodes, show progress until they finish (or an interrupt), return the outcome.
+
+    ``inherit_fds`` stay open in every node for its whole life (the run lock)."""
     spec = run.config.spec
     plans = plan_nodes(
         num_nodes=spec.resources.nodes,
@@ -135,7 +138,9 @@ def execute(
         namespace=run.job.namespace,
         attempt=run.attempt,
     )
-    group = NodeGroup(plans=plans, base_env=node_base_env(run), command=trainer_command(run.config_path))
+    group = NodeGroup(
+        plans=plans, base_env=node_base_env(run), command=trainer_command(run.config_path), inherit_fds=inherit_fds
+    )
     tails = [ReportTail(plan.progress_file) for plan in plans]
     interrupt = _Interrupt()
     failure_reports: list[TrainerReport] = []

@@ -56,7 +56,7 @@ def failure_lines(config: TrainerConfig, outcome: RunOutcome) -> list[str]:
         checkpoints = config.output.checkpoints
         lines.append(f"  Run the same command again to resume from the latest checkpoint under {checkpoints}")
     else:
-        lines.append("  The input is wrong: fix it and run again (retrying as is cannot help).")
+        lines.append("  Retrying as is cannot help: fix it (see above) and run again.")
     if outcome.log_hint:
         lines.append(f"  Logs: {outcome.log_hint}")
     return lines

@@ -96,6 +96,14 @@ class LocalStore(Store):
     def _delete(self, uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
 
+    def _abort_incomplete(self, uri: str) -> int:
+        """The temporary files of writes that never reached their rename (a killed process)."""
+        root = Path(uri)
+        leftovers = [p for p in root.rglob(f".*{PART_SUFFIX}") if p.is_file()] if root.is_dir() else []
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
 
 def _require_regular_file(uri: str, action: str) -> None:
     """An object of a local store is a regular file: a planted symlink to /dev/zero or a FIFO

@@ -13,7 +13,7 @@ from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferManager
 
 from kubepeft.storage.client import Credentials, S3Client, TransferTuning, make_s3_client
-from kubepeft.storage.errors import NOT_FOUND_CODES, PermanentStorageError, classify
+from kubepeft.storage.errors import NOT_FOUND_CODES, NotFoundError, PermanentStorageError, classify
 from kubepeft.storage.store import DownloadItem, Store, UploadItem
 from kubepeft.storage.uri import S3Location, is_s3, parse_s3
 
@@ -62,6 +62,7 @@ class S3Store(Store):
         self.endpoint = endpoint
         self.region = region
         self.tuning = tuning
+        self._buckets_seen: set[str] = set()
         self.client: S3Client
         self.client, self._secrets = make_s3_client(
             endpoint=endpoint, region=region, force_path_style=force_path_style, credentials=credentials, tuning=tuning
@@ -95,8 +96,27 @@ class S3Store(Store):
             return dict(self.client.head_object(Bucket=loc.bucket, Key=loc.key))
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
+                self._require_bucket(loc.bucket, uri)
                 return None
             raise
+
+    def _require_bucket(self, bucket: str, uri: str) -> None:
+        """A HEAD answers a bare 404 for a missing object AND for a missing bucket: tell them apart,
+        or a missing bucket reads as "no manifest: the upload never completed"."""
+        if bucket in self._buckets_seen:
+            return
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status == 404 or str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
+                raise PermanentStorageError(
+                    f"{uri}: bucket {bucket!r} does not exist at {self.endpoint or 'AWS S3'}",
+                    uri=uri,
+                    code="NoSuchBucket",
+                ) from None
+            return  # e.g. no s3:ListBucket right: cannot tell, keep the object's own answer
+        self._buckets_seen.add(bucket)
 
     def _remote_sha256(self, uri: str, size: int) -> str | None:
         head = self._head(uri)
@@ -156,8 +176,12 @@ class S3Store(Store):
         loc = parse_s3(uri)
         buffer = io.BytesIO()
         # Through s3transfer: it re-reads a stream cut mid-body, which a bare get_object does not.
-        with self._manager() as manager:
-            self._run("read", [(uri, manager.download(loc.bucket, loc.key, buffer))])
+        try:
+            with self._manager() as manager:
+                self._run("read", [(uri, manager.download(loc.bucket, loc.key, buffer))])
+        except NotFoundError:
+            self._require_bucket(loc.bucket, uri)
+            raise
         return buffer.getvalue()
 
     def _hash_objects(self, uris: Sequence[str]) -> list[tuple[int, str] | None]:
@@ -214,3 +238,15 @@ class S3Store(Store):
     def _delete(self, uri: str) -> None:
         loc = parse_s3(uri)
         self.client.delete_object(Bucket=loc.bucket, Key=loc.key)
+
+    def _abort_incomplete(self, uri: str) -> int:
+        loc = parse_s3(uri)
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        pending = [
+            (upload["Key"], upload["UploadId"])
+            for page in paginator.paginate(Bucket=loc.bucket, Prefix=loc.dir_prefix)
+            for upload in page.get("Uploads", [])
+        ]
+        for key, upload_id in pending:
+            self.client.abort_multipart_upload(Bucket=loc.bucket, Key=key, UploadId=upload_id)
+        return len(pending)

@@ -3,6 +3,8 @@
 Used by local runs, tests and benchmarks. Every port it opens is chosen free (so instances run in
 parallel), SigV4 auth is enforced with generated credentials kept in ``<data_dir>/credentials/``
 (files named like the keys of a mounted Secret), and the data directory persists across restarts.
+Every other port (master, volume, filer, admin, their gRPC ports) requires a client certificate
+of a CA generated at each start, plus JWTs for volume and filer data (:mod:`.seaweed_security`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kubepeft.storage.client import ACCESS_KEY_FILE, SECRET_KEY_FILE, Credentials, read_credentials_dir
 from kubepeft.storage.errors import RetryableStorageError
+from kubepeft.storage.seaweed_security import write_security_config
 
 LOOPBACK = "127.0.0.1"
+SECURITY_DIR = "seaweed-security"
+READONLY_DIR = "readonly"
+# weed mini serves its gRPC services on these fixed-pattern sockets as well (removed at stop).
+GRPC_SOCKET_PATTERN = "/tmp/seaweedfs-{service}-grpc-{port}.sock"
+GRPC_SOCKET_SERVICES = {
+    "master": "master.port.grpc",
+    "volume": "volume.port.grpc",
+    "filer": "filer.port.grpc",
+    "s3": "s3.port.grpc",
+    "admin": "admin.port.grpc",
+}
 # Flags of `weed mini` that open a listening port; each gets its own free port.
 PORT_FLAGS = (
     "master.port",
@@ -82,6 +96,7 @@ class EmbeddedS3:
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self._socket_dir: str | None = None
+        self._ports: dict[str, int] = {}
         self._client: Any = None
 
     # --- paths and credentials ----------------------------------------------------------------
@@ -89,6 +104,11 @@ class EmbeddedS3:
     @property
     def credentials_dir(self) -> Path:
         return self.data_dir / "credentials"
+
+    @property
+    def security_dir(self) -> Path:
+        """Certificates, JWT keys and ``security.toml`` of the running server (0700)."""
+        return self.credentials_dir / SECURITY_DIR
 
     @property
     def log_path(self) -> Path:
@@ -100,19 +120,27 @@ class EmbeddedS3:
             raise RuntimeError("EmbeddedS3 is not running")
         return f"http://{LOOPBACK}:{self.port}"
 
-    def _ensure_credentials(self) -> Credentials:
-        """Reuse the credentials of an earlier run of this data dir, else generate new ones."""
-        if (self.credentials_dir / SECRET_KEY_FILE).exists():
-            return read_credentials_dir(self.credentials_dir)
-        self.credentials_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.credentials_dir, 0o700)
+    @property
+    def readonly_credentials_dir(self) -> Path:
+        """Keys of a second identity that may only read and list (tests of read-only outputs)."""
+        return self.credentials_dir / READONLY_DIR
+
+    @staticmethod
+    def _ensure_keys(folder: Path) -> Credentials:
+        """Reuse the keys of an earlier run of this data dir, else generate new ones."""
+        if (folder / SECRET_KEY_FILE).exists():
+            return read_credentials_dir(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
         creds = Credentials("KP" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30))
         for name, value in ((ACCESS_KEY_FILE, creds.access_key_id), (SECRET_KEY_FILE, creds.secret_access_key)):
-            path = self.credentials_dir / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(value)
         return creds
+
+    def _ensure_credentials(self) -> tuple[Credentials, Credentials]:
+        return self._ensure_keys(self.credentials_dir), self._ensure_keys(self.readonly_credentials_dir)
 
     @property
     def credentials(self) -> Credentials:
@@ -146,14 +174,18 @@ class EmbeddedS3:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def _write_s3_config(self, creds: Credentials) -> Path:
+    def _write_s3_config(self, creds: Credentials, readonly: Credentials) -> Path:
+        def identity(name: str, keys: Credentials, actions: list[str]) -> dict[str, Any]:
+            return {
+                "name": name,
+                "credentials": [{"accessKey": keys.access_key_id, "secretKey": keys.secret_access_key}],
+                "actions": actions,
+            }
+
         config = {
             "identities": [
-                {
-                    "name": "kubepeft",
-                    "credentials": [{"accessKey": creds.access_key_id, "secretKey": creds.secret_access_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
+                identity("kubepeft", creds, ["Admin", "Read", "Write", "List", "Tagging"]),
+                identity("kubepeft-readonly", readonly, ["Read", "List"]),
             ]
         }
         path = self.credentials_dir / "s3.json"
@@ -162,13 +194,15 @@ class EmbeddedS3:
             json.dump(config, handle)
         return path
 
-    def _command(self, s3_config: Path) -> list[str]:
+    def _command(self, s3_config: Path, config_dir: Path) -> list[str]:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        self._ports = ports
         self.port = ports["s3.port"]
         # Unix sockets live in a short private temp dir: data dirs can exceed the 108-byte limit.
         self._socket_dir = tempfile.mkdtemp(prefix="kp-weed-")
         command = [
             find_weed(),
+            f"-config_dir={config_dir}",  # security.toml: mTLS and JWTs on every non-S3 port
             "mini",
             f"-dir={self.data_dir / 'data'}",
             f"-ip={LOOPBACK}",
@@ -187,21 +221,25 @@ class EmbeddedS3:
         return command
 
     def start(self) -> EmbeddedS3:
+        from kubepeft.local.child_lifetime import die_with_parent
+
         if self.process is not None:
             return self
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
-        creds = self._ensure_credentials()
-        command = self._command(self._write_s3_config(creds))
+        creds, readonly = self._ensure_credentials()
+        config_dir = write_security_config(self.security_dir, LOOPBACK)
+        command = self._command(self._write_s3_config(creds, readonly), config_dir)
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} port {self.port}\n".encode())
             log_file.flush()
             self.process = subprocess.Popen(
-                command,
+                die_with_parent(command),  # a SIGKILLed owner does not leave the server running
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,  # a Ctrl-C in the parent's terminal does not hit it twice
+                umask=0o077,  # its unix sockets and files: this user only
             )
         try:
             self._wait_ready()
@@ -251,6 +289,10 @@ class EmbeddedS3:
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
+        for service, flag in GRPC_SOCKET_SERVICES.items():
+            if flag in self._ports:
+                Path(GRPC_SOCKET_PATTERN.format(service=service, port=self._ports[flag])).unlink(missing_ok=True)
+        self._ports = {}
         self.port = None
         self._client = None
 

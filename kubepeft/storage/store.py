@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from kubepeft.storage.manifest import (
 from kubepeft.storage.uri import join, resolve
 
 log = logging.getLogger("kubepeft.storage")
+PREFLIGHT_PREFIX = ".kubepeft-preflight-"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,10 @@ class Store(ABC):
     def _delete(self, uri: str) -> None:
         """Delete one object; absent is fine."""
 
+    @abstractmethod
+    def _abort_incomplete(self, uri: str) -> int:
+        """Discard unfinished uploads under ``uri`` (multipart uploads, temporary files)."""
+
     _secrets: list[str] = []
 
     # --- public API -------------------------------------------------------------------------
@@ -157,7 +163,11 @@ class Store(ABC):
             prepared = list(pool.map(prepare, files))
         entries = [entry for entry, _ in prepared]
         todo = [item for _, item in prepared if item is not None]
-        self._guard("upload", target, lambda: self._put_files(todo))
+        try:
+            self._guard("upload", target, lambda: self._put_files(todo))
+        except StorageError:
+            self._sweep_after_failure(target)
+            raise
 
         manifest = Manifest(files=entries, metadata=dict(metadata))
         self._guard("write manifest", manifest_uri, lambda: self._put_bytes(manifest_uri, manifest.to_json().encode()))
@@ -346,6 +356,37 @@ class Store(ABC):
         """Absolute URIs of the direct child folders of ``uri``, sorted."""
         target = self.resolve(uri)
         return sorted(self._guard("list", target, lambda: self._list_prefixes(target)))
+
+    def check_writable(self, uri: str = "") -> None:
+        """Preflight: write and delete a probe object under ``uri`` (default: the root).
+
+        A read-only output, a missing bucket or wrong credentials then fail at once, as a
+        classified error naming the output, instead of after hours of training."""
+        target = self.resolve(uri or self.root)
+        probe = join(target, f"{PREFLIGHT_PREFIX}{uuid.uuid4().hex}")
+        try:
+            self._guard("write", probe, lambda: self._put_bytes(probe, b"kubepeft preflight\n"))
+            self._guard("delete", probe, lambda: self._delete(probe))
+        except StorageError as error:
+            raise type(error)(f"output {target} is not writable: {error}", uri=error.uri, code=error.code) from None
+
+    def abort_incomplete_uploads(self, uri: str = "") -> int:
+        """Discard unfinished uploads under ``uri`` (default: the root): multipart uploads of a
+        process that was killed mid-transfer keep their parts (and their cost) until aborted.
+        Returns how many were discarded."""
+        target = self.resolve(uri or self.root)
+        count: int = self._guard("abort uploads", target, lambda: self._abort_incomplete(target))
+        if count:
+            log.info("aborted %d unfinished upload(s) under %s", count, target)
+        return count
+
+    def _sweep_after_failure(self, target: str) -> None:
+        """Best effort after a failed upload: the failure may also have prevented the transfer
+        library's own abort of its multipart uploads."""
+        try:
+            self.abort_incomplete_uploads(target)
+        except StorageError as error:
+            log.warning("could not abort unfinished uploads under %s: %s", target, error)
 
     def delete_prefix(self, uri: str) -> None:
         """Delete everything under ``uri/`` (its manifest first, so it never looks complete-but-partial)."""

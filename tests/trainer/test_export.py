@@ -89,3 +89,23 @@ def test_export_rerun_skips_what_is_stored(tmp_path: Path, monkeypatch: pytest.M
     assert "merged/model.safetensors" in {e.path for e in store.verify(config.output.root).files}
     again = store.upload_dir(export_dir / "adapter", config.output.adapter, metadata={})
     assert again.transfer is not None and again.transfer.transferred_files == 0
+
+
+def test_adapter_config_of_a_later_attempt_is_not_uploaded_again(tmp_path: Path) -> None:
+    """peft writes target_modules in per-process hash order and the node's download folder as
+    the base model: the exported config must not change with either."""
+    config, export_dir = _staged(tmp_path, merge=False)
+    store = open_store(config.output.root)
+    adapter = export_dir / "adapter"
+
+    def attempt(node_folder: str, modules: list[str]) -> Any:
+        raw = {"peft_type": "LORA", "base_model_name_or_path": node_folder, "target_modules": modules}
+        (adapter / "adapter_config.json").write_text(json.dumps(raw))
+        return export.export_adapter(store, config, adapter)
+
+    attempt(str(tmp_path / "node-a" / "inputs" / "model"), ["q_proj", "v_proj"])
+    second = attempt(str(tmp_path / "node-b" / "inputs" / "model"), ["v_proj", "q_proj"])
+    assert second.transfer is not None and second.transfer.transferred_files == 0
+    stored = json.loads((Path(config.output.adapter) / "adapter_config.json").read_text())
+    assert stored["base_model_name_or_path"] == str(tmp_path / "model")  # the job's model.uri
+    assert stored["target_modules"] == ["q_proj", "v_proj"]

@@ -71,6 +71,17 @@ class TrainerState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
+    def progress(self) -> dict[str, Any]:
+        """Where training stands, for the first report of an attempt: after a resume it carries
+        the checkpoint's last eval loss, not nothing until the next evaluation. (The train loss
+        stays a per-interval figure: the next one comes with the next logged step.)"""
+        return {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "eval_loss": self.eval_history[-1][1] if self.eval_history else None,
+        }
+
     @classmethod
     def from_json(cls, text: str) -> TrainerState:
         data = json.loads(text)

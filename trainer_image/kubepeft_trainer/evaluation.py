@@ -60,6 +60,21 @@ def no_cpu_weight_repacking(model: torch.nn.Module) -> Iterator[None]:
             setattr(module, "support_avx512bf16_for_cpu", True)  # noqa: B010
 
 
+@contextlib.contextmanager
+def base_model_only(model: torch.nn.Module) -> Iterator[None]:
+    """Forwards go through the base model alone: LoRA deltas and soft prompts switched off.
+
+    The "eval loss before" of a fresh adapter is the base model's: a prompt-tuning model with its
+    initialised virtual tokens is already a different model. ``model`` is the unwrapped PeftModel
+    (peft swaps its ``forward``, which a DDP or DeepSpeed wrapper then calls)."""
+    disable = getattr(model, "disable_adapter", None)
+    if disable is None:
+        yield
+        return
+    with disable():
+        yield
+
+
 def evaluate(
     model: torch.nn.Module,
     batches: Sequence[tuple[dict[str, torch.Tensor], bool]],

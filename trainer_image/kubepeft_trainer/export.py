@@ -3,7 +3,8 @@
 Order (each set gets its own manifest when its files are stored; the job manifest goes LAST):
 
 1. ``<root>/adapter/``  -- the adapter the ranks saved (PEFT layout, loads with
-   ``PeftModel.from_pretrained``) plus the tokenizer;
+   ``PeftModel.from_pretrained``) plus the tokenizer; its config and model card name the job's
+   model, not the node's download folder, in canonical bytes (``adapter_metadata``);
 2. ``<root>/merged/``   -- LoRA/QLoRA with ``output.merge``: base + adapter merged in a separate,
    NON-distributed step (never merge a ZeRO-3-partitioned model: it saves empty tensors),
    sharded safetensors in ``output.mergedDtype`` plus the tokenizer;
@@ -102,14 +103,20 @@ def write_job_manifest(store: Store, config: TrainerConfig, sets: dict[str, Mani
     return write_manifest(store, config.output.root, entries, metadata)
 
 
+def export_adapter(store: Store, config: TrainerConfig, adapter_dir: Path) -> Manifest:
+    """Make the adapter name the job's model (stable bytes), then upload ``<root>/adapter/``."""
+    from kubepeft_trainer.adapter_metadata import describe_job_model
+
+    describe_job_model(adapter_dir, config.spec.model)
+    return store.upload_dir(adapter_dir, config.output.adapter, metadata=job_metadata(config, "adapter"))
+
+
 def export_training(
     store: Store, config: TrainerConfig, export_dir: Path, base_dir: Path | None, result: dict[str, Any]
 ) -> dict[str, str]:
     """Steps 1-4 for a training job; returns the artifact URIs for the report."""
     adapter_dir = export_dir / "adapter"
-    sets: dict[str, Manifest] = {
-        "adapter": store.upload_dir(adapter_dir, config.output.adapter, metadata=job_metadata(config, "adapter"))
-    }
+    sets: dict[str, Manifest] = {"adapter": export_adapter(store, config, adapter_dir)}
     artifacts = {"adapter": config.output.adapter}
     if config.spec.output.merge and config.spec.method in ("lora", "qlora"):
         if base_dir is None:

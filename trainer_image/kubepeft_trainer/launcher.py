@@ -109,7 +109,7 @@ def run_ranks(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdi
 
 
 def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> dict[str, str]:
-    from kubepeft_trainer.export import job_metadata, write_job_manifest
+    from kubepeft_trainer.export import export_adapter, job_metadata, write_job_manifest
     from kubepeft_trainer.inputs import fetch_merge_inputs
     from kubepeft_trainer.merge import merge_weighted_adapters
     from kubepeft_trainer.output_store import open_output_store
@@ -125,7 +125,7 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
         merge_weighted_adapters(
             base_dir, adapter_dirs, local / "merged", config.spec, adapter_out_dir=local / "adapter"
         )
-        adapter = store.upload_dir(local / "adapter", config.output.adapter, metadata=job_metadata(config, "adapter"))
+        adapter = export_adapter(store, config, local / "adapter")
         merged = store.upload_dir(local / "merged", config.output.merged, metadata=job_metadata(config, "merged"))
     write_job_manifest(store, config, {"adapter": adapter, "merged": merged})
     return {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
@@ -175,19 +175,25 @@ def launch(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: 
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in (FAILURES_DIR, EXPORT_DIR):  # a reused work folder must not leak a previous attempt
         shutil.rmtree(workdir / stale, ignore_errors=True)
+    from kubepeft_trainer.output_store import abort_uploads_after_failure, preflight_output
+
     try:
         if config.spec.is_merge_only():
             if env.node_rank != 0:
                 return EXIT_OK
+            preflight_output(config, env.node_rank)
             artifacts = run_merge_only(config, workdir, reporter)
             reporter.publish(state="Succeeded", artifacts=artifacts, message="adapters merged")
             return EXIT_OK
         from kubepeft_trainer.inputs import preflight_dataset
 
+        preflight_output(config, env.node_rank)
         preflight_dataset(config, workdir / "inputs")
         rc = run_ranks(config, config_path, env, workdir)
         code, message = classify_exit(rc, read_failures(workdir))
         if code != EXIT_OK:
+            if env.node_rank == 0:
+                abort_uploads_after_failure(config)
             reporter.publish(
                 state="Failed",
                 failure_class="permanent" if code == EXIT_PERMANENT else "retryable",
@@ -205,5 +211,7 @@ def launch(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: 
             log.error("node %d failed permanently: %s", env.node_rank, exc)
         else:
             log.exception("node %d failed", env.node_rank)
+        if env.node_rank == 0:
+            abort_uploads_after_failure(config)
         reporter.publish(state="Failed", failure_class="permanent" if permanent else "retryable", message=str(exc))
         return EXIT_PERMANENT if permanent else EXIT_RETRYABLE

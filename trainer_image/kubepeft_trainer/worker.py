@@ -120,7 +120,7 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
 
     from kubepeft_trainer.checkpoints import CheckpointManager, TrainerState
     from kubepeft_trainer.errors import PermanentTrainerError
-    from kubepeft_trainer.evaluation import evaluate, make_eval_batches
+    from kubepeft_trainer.evaluation import base_model_only, evaluate, make_eval_batches
     from kubepeft_trainer.inputs import build_training_inputs, fetch_training_inputs
     from kubepeft_trainer.loop import LoopSettings, StepTimer, all_reduce_sum, train
     from kubepeft_trainer.output_store import open_output_store
@@ -206,7 +206,12 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     resumed_from = restored.step if restored else None
     if restored is None:
         state = TrainerState(total_steps=total_steps, world_size=plan.world_size, seed=training.seed)
-        state.eval_loss_before, _ = evaluate(model, eval_batches, all_reduce=reduce, device=accelerator.device)
+        # "Before" is the base model's loss. A fresh soft prompt already changes the model, so it
+        # is switched off; a fresh LoRA adapter is a no-op (B = 0) and a given starting adapter
+        # (spec.adapters) is part of the model being improved, so both are evaluated as they are.
+        fresh_prompt = spec.method == "promptTuning" and not spec.adapters
+        with base_model_only(accelerator.unwrap_model(model)) if fresh_prompt else contextlib.nullcontext():
+            state.eval_loss_before, _ = evaluate(model, eval_batches, all_reduce=reduce, device=accelerator.device)
     else:
         state = restored
     if main:
@@ -214,7 +219,7 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
             state="Training",
             resumed_from_step=resumed_from,
             eval_loss_before=state.eval_loss_before,
-            progress={"step": state.step, "total_steps": total_steps, "epoch": state.epoch},
+            progress=state.progress() | {"total_steps": total_steps},
         )
     settings = LoopSettings(
         total_steps=total_steps,
