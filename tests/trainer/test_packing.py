@@ -278,8 +278,13 @@ def test_flash_attention_is_chosen_for_packed_half_precision_on_cuda_when_instal
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_packed_chat_job_trains_through_kubepeft_train(tmp_path: Path, tiny_model_dir: Path, tokenizer: Any) -> None:
-    """The whole path a pod runs: a chat dataset, packing on, epochs counted in packed rows."""
+    """The whole path a pod runs: a chat dataset, packing on, epochs counted in packed rows; then a
+    new attempt resumed from an earlier checkpoint (new process: rows rebuilt, data position and RNG
+    restored) ends with exactly the same adapter."""
+    import shutil
+
     from kubepeft_trainer.tiny_model import write_dataset
+    from safetensors.torch import load_file
 
     from tests.fixtures.training import lora_job_spec, lora_training, run_train, write_trainer_config
 
@@ -307,3 +312,17 @@ def test_packed_chat_job_trains_through_kubepeft_train(tmp_path: Path, tiny_mode
     assert training_reports[-1]["loss"] < 0.5 * training_reports[0]["loss"]
     assert reports[-1]["state"] == "Succeeded"
     assert reports[-1]["eval_loss_after"] < reports[-1]["eval_loss_before"]
+
+    root = tmp_path / "out" / "tests" / "packed"
+    first = load_file(str(root / "adapter" / "adapter_model.safetensors"))
+    checkpoints = sorted((root / "checkpoints").iterdir())
+    assert len(checkpoints) == 2  # keep: 2
+    for stale in (checkpoints[-1], root / "adapter", root / "report"):
+        shutil.rmtree(stale)
+    (root / "manifest.json").unlink()
+    again = run_train(write_trainer_config(tmp_path, spec, "packed"), tmp_path / "run2")
+    assert again.returncodes == [0], again.log()[-6000:]
+    resumed = again.reports()[-1]["resumed_from_step"]
+    assert resumed == int(checkpoints[0].name.removeprefix("step-")) < training_reports[-1]["total_steps"]
+    second = load_file(str(root / "adapter" / "adapter_model.safetensors"))
+    assert max((first[k] - second[k]).abs().max().item() for k in first) <= 1e-6
