@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO / "trainer_image"))
 sys.path.insert(0, str(REPO))
 
 
-def build_model(vocab: int, seed: int) -> Any:
+def build_model(vocab: int, seed: int, max_len: int = 512) -> Any:
+    """The benchmarks' LoRA model: a 4-layer Llama (hidden 256) with r=16 on every linear layer."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -48,8 +49,9 @@ def build_model(vocab: int, seed: int) -> Any:
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=512,
+        max_position_embeddings=max_len,
         tie_word_embeddings=False,
+        attn_implementation="sdpa",
     )
     base = LlamaForCausalLM(config)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")

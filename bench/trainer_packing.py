@@ -36,29 +36,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "trainer_image"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from trainer_overhead import build_model  # noqa: E402  (the same benchmark model)
 
 Example = dict[str, list[int]]
-
-
-def build_model(vocab: int, seed: int, max_len: int) -> Any:
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=max_len,
-        tie_word_embeddings=False,
-        attn_implementation="sdpa",
-    )
-    base = LlamaForCausalLM(config)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(base, lora)
 
 
 def chat_records(n: int, max_len: int, seed: int) -> list[dict[str, Any]]:
