@@ -377,6 +377,15 @@ def validate_object(doc: Any) -> list[FieldError]:
     return sorted(set(errors))
 
 
+def validate_document(doc: Any) -> list[FieldError]:
+    """A PeftJob or a PeftSweep (by kind), each with its own CRD's rules."""
+    if isinstance(doc, dict) and doc.get("kind") == "PeftSweep":
+        from kubepeft.api.sweep_validate import validate_sweep_object  # imports this module
+
+        return validate_sweep_object(doc)
+    return validate_object(doc)
+
+
 def validate_text(text: str, source: str) -> FileResult:
     """Validate every PeftJob document of a YAML stream; other kinds are skipped."""
     try:
@@ -394,7 +403,7 @@ def validate_text(text: str, source: str) -> FileResult:
         if not claims_peftjob(doc) and not lone_non_mapping:
             continue
         label = f"{source}#{index}" if many else source
-        results.append(DocumentResult(label, tuple(validate_object(doc))))
+        results.append(DocumentResult(label, tuple(validate_document(doc))))
     if not results:
         return FileResult(source, problem=f"{source}: no {models.KIND} ({models.API_VERSION}) document found")
     return FileResult(source, tuple(results))

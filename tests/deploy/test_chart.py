@@ -473,6 +473,7 @@ def test_chart_crds_validate_strict_and_load() -> None:
     docs = [doc for path in sorted((CHART_DIR / "crds").glob("*.yaml")) for doc in load_yaml_docs(path)]
     assert {d["metadata"]["name"] for d in docs} == {
         "peftjobs.kubepeft.dev",
+        "peftsweeps.kubepeft.dev",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     }
