@@ -122,7 +122,8 @@ def decide(name: str, spec: PeftSweepSpec, status: PeftSweepStatus) -> SweepDeci
         for t in trials
     ]
     created: list[SweepTrial] = []
-    active = sum(1 for t in trials if t.phase in ACTIVE_TRIAL_PHASES)
+    # Suspended trials count: they resume when the sweep is unsuspended.
+    active = sum(1 for t in trials if t.phase in (*ACTIVE_TRIAL_PHASES, "Suspended"))
     planned = planned_trials(spec)
     while active < spec.max_parallel and len(trials) < planned:
         trial = new_trial(name, len(trials), trial_values(spec, len(trials), trials))
