@@ -16,6 +16,9 @@ from kubepeft_operator.kube import KubeApi, load_configuration
 from kubepeft_operator.metrics import Metrics
 from kubepeft_operator.reconciler import Reconciler
 from kubepeft_operator.settings import OperatorSettings, SettingsError
+from kubepeft_operator.sweep.api import SweepApi
+from kubepeft_operator.sweep.handlers import MEMO_KEY
+from kubepeft_operator.sweep.reconciler import SweepReconciler
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +46,12 @@ async def run_operator(
     """Run until ``stop_flag`` is set (or a signal arrives). Tests call this in their own thread."""
     kube = KubeApi(configuration, threads=settings.api_threads)
     reconciler = Reconciler(kube, settings, metrics, events=_kopf_event)
+    sweeps = SweepApi(configuration, threads=settings.api_threads)
     try:
         await kopf.operator(
             registry=build_registry(configuration, settings),
             settings=configure_kopf(kopf.OperatorSettings(), settings),
-            memo=kopf.Memo(reconciler=reconciler),
+            memo=kopf.Memo(reconciler=reconciler, **{MEMO_KEY: SweepReconciler(sweeps, events=_kopf_event)}),
             clusterwide=not settings.watch_namespaces,
             namespaces=list(settings.watch_namespaces),
             standalone=not settings.peering,
@@ -58,6 +62,7 @@ async def run_operator(
         )
     finally:
         kube.close()
+        sweeps.close()
 
 
 def run(args: argparse.Namespace) -> int:

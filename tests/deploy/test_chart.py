@@ -33,7 +33,7 @@ from tests.deploy.support import (
 
 # --- what the operator needs, and nothing more ------------------------------------------------
 
-JOB_VERBS = ("get", "list", "watch", "patch", "delete")  # never create or update (PUT) a PeftJob
+JOB_VERBS = ("get", "list", "watch", "create", "patch", "delete")  # created as sweep trials only; never PUT
 CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 
 
@@ -44,6 +44,9 @@ def _grant(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> se
 NAMESPACED_NEEDS = (
     _grant("kubepeft.dev", ("peftjobs",), JOB_VERBS)
     | _grant("kubepeft.dev", ("peftjobs/status",), ("get", "patch"))
+    | _grant("kubepeft.dev", ("peftsweeps",), ("get", "list", "watch"))
+    | _grant("kubepeft.dev", ("peftsweeps/status",), ("get", "patch"))
+    | _grant("kubepeft.dev", ("peftsweeps/finalizers",), ("update",))
     | _grant("", ("pods", "services", "configmaps", "serviceaccounts"), CHILD_VERBS)
     | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "list", "watch", "create", "delete"))
     | _grant("", ("secrets",), ("get",))

@@ -86,10 +86,22 @@ wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 */}}
 {{- define "kubepeft.operatorRules" -}}
 # PeftJobs: watched, annotated (failed attempts, kopf's bookkeeping), deleted after their TTL;
-# the operator never creates or replaces one. Status: merge patches only.
+# created only as a PeftSweep's trials (and patched to suspend them); never replaced (PUT).
+# Status: merge patches only.
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# PeftSweeps: watched; status merge-patched; finalizers/update lets trials carry
+# blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftsweeps"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftsweeps/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftsweeps/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs/status"]
   verbs: ["get", "patch"]
