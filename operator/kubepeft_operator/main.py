@@ -51,7 +51,7 @@ async def run_operator(
         await kopf.operator(
             registry=build_registry(configuration, settings),
             settings=configure_kopf(kopf.OperatorSettings(), settings),
-            memo=kopf.Memo(reconciler=reconciler, **{MEMO_KEY: SweepReconciler(sweeps, events=_kopf_event)}),
+            memo=kopf.Memo(reconciler=reconciler, **{MEMO_KEY: SweepReconciler(sweeps, settings, events=_kopf_event)}),
             clusterwide=not settings.watch_namespaces,
             namespaces=list(settings.watch_namespaces),
             standalone=not settings.peering,

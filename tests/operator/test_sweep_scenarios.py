@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +22,24 @@ pytestmark = pytest.mark.timeout(90)
 
 class TrialKubelet(FakeKubelet):
     """Pods that train: report progress (with trainable parameters), then succeed with an eval loss
-    that falls with the trial index, so the last trial is the best."""
+    that falls with the trial index, so the last trial is the best. The sweep's report pod exits 0."""
+
+    report_pods: list[Pod]
+
+    def __init__(self, url: str, script: Callable[[Pod], PodScript | None]) -> None:
+        super().__init__(url, script)
+        self.report_pods = []
 
     async def start_pod(self, pod: Pod) -> None:
         script = self.behavior(pod)
         if script is None:
             return
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if pod["metadata"]["labels"].get(naming.LABEL_COMPONENT) == "sweep-report":
+            self.report_pods.append(pod)
+            await self.set_running(ns, name)
+            await self.set_terminated(ns, name, 0, "")
+            return
         job = pod["metadata"]["labels"][naming.LABEL_JOB_NAME]
         index = int(job.rsplit("-t", 1)[1])
         await self.set_running(ns, name)
@@ -135,10 +147,11 @@ def test_four_trials_two_at_a_time_end_succeeded_with_the_best(
     cluster: ApiServer, start_operator: Any, start_trials: Any
 ) -> None:
     start_operator()
-    start_trials(lambda p: PodScript(exit_code=0, run_for=0.6))
+    kubelet = start_trials(lambda p: PodScript(exit_code=0, run_for=0.6))
     with ParallelWatch(cluster) as watch:
         cluster.create("peftsweeps", NS, peftsweep())
-        done = wait_sweep(cluster, "Succeeded")
+        wait_sweep(cluster, "Succeeded")
+    done = wait_for(lambda: sweep_status(cluster) if sweep_status(cluster).get("report") else None, what="report")
     assert watch.most == 2  # two ran together, never more
     uid = cluster.get("peftsweeps", NS, "ranks")["metadata"]["uid"]  # type: ignore[index]
     jobs = trials(cluster)
@@ -154,6 +167,21 @@ def test_four_trials_two_at_a_time_end_succeeded_with_the_best(
     assert rows["ranks-t2"]["trainableParameters"] == 4000 and rows["ranks-t2"]["evalLossBefore"] == 2.5
     assert rows["ranks-t0"]["adapter"] == f"s3://runs/out/{NS}/ranks-t0/adapter"
     assert next(c for c in done["conditions"] if c["type"] == "Succeeded")["status"] == "True"
+    root = f"s3://runs/out/{NS}/ranks"
+    assert done["report"] == {
+        "results": f"{root}/results.json",
+        "table": f"{root}/results.md",
+        "tradeoff": f"{root}/tradeoff.png",
+        "manifest": f"{root}/manifest.json",
+    }
+    # One report pod, with the output's credentials and the final status as its input.
+    (pod,) = kubelet.report_pods
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == uid
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["kubepeft", "sweep-report"] and "--credentials-dir" in command
+    assert not pod["spec"]["automountServiceAccountToken"]
+    report_input = json.loads(cluster.get("configmaps", NS, "ranks-report")["data"]["input.json"])  # type: ignore[index]
+    assert report_input["status"]["bestTrial"]["name"] == "ranks-t3" and report_input["status"]["phase"] == "Succeeded"
     reasons = [e.get("reason") for e in cluster.list("events", NS)]
     wait_for(lambda: reasons.count("TrialCreated") == 4 or None, what="events")
     assert "SweepSucceeded" in [e.get("reason") for e in cluster.list("events", NS)]

@@ -90,3 +90,17 @@ def test_bank_sweeps_and_bank_document() -> None:
             "trial": "p-t1",
         },
     }
+
+
+def test_sweep_report_command_writes_what_the_report_pod_is_asked_for(tmp_path: Path) -> None:
+    from kubepeft.cli import main
+
+    spec = sweep_spec(RANK_GROUP).model_copy(deep=True)
+    spec.template.output.uri = str(tmp_path / "out")
+    document = {"name": "s", "namespace": "team-a", "spec": spec.to_wire(), "status": finished_status().to_wire()}
+    (tmp_path / "input.json").write_text(json.dumps(document))
+    assert main(["sweep-report", "--input", str(tmp_path / "input.json")]) == 0
+    root = str(tmp_path / "out" / "team-a" / "s")
+    assert len(open_store(root).verify(root).files) == 3
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["sweep-report", "--input", str(tmp_path / "bad.json")]) == 3

@@ -83,6 +83,25 @@ class SweepApi:
                 return None
             raise
 
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        except SweepApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_core(self, body: dict[str, Any]) -> bool:
+        """Create a core/v1 object (the report's ConfigMap and Pod); False if it exists."""
+        plural = {"ConfigMap": "configmaps", "Pod": "pods"}[body["kind"]]
+        try:
+            await self._call("POST", f"/api/v1/namespaces/{body['metadata']['namespace']}/{plural}", body=body)
+            return True
+        except SweepApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+
     async def create_job(self, body: dict[str, Any]) -> bool:
         try:
             await self._call("POST", _path(body["metadata"]["namespace"], PLURAL), body=body)

@@ -37,3 +37,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def trial_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if MEMO_KEY in memo and (sweep := owner_sweep(body)):
             await memo[MEMO_KEY].trigger(body.metadata.namespace, sweep)
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_SWEEP: kopf.PRESENT}, registry=registry)
+    async def report_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # The report pod of a finished sweep (trial pods belong to their PeftJobs).
+        sweep = (body.metadata.labels or {}).get(LABEL_SWEEP)
+        if type != "DELETED" and MEMO_KEY in memo and sweep:
+            await memo[MEMO_KEY].trigger(body.metadata.namespace, sweep)

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubepeft.api.sweep_models import PeftSweepStatus
+from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus
 from kubepeft.contract import REPORT_KEY, TrainerReport
 from kubepeft_operator.naming import progress_map_name
+from kubepeft_operator.settings import OperatorSettings
 from kubepeft_operator.sweep.api import SweepApi, SweepApiError
 from kubepeft_operator.sweep.logic import SweepPlan, SweepRef, conditions, plan
+from kubepeft_operator.sweep.report_pod import report_name, report_step
 
 logger = logging.getLogger("kubepeft.operator.sweep")
 EventSink = Callable[[dict[str, Any], str, str, str], None]
@@ -42,10 +44,11 @@ class SweepReconciler:
     def __init__(
         self,
         api: SweepApi,
+        settings: OperatorSettings,
         events: EventSink = _log_event,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
-        self.api, self.events, self.clock = api, events, clock
+        self.api, self.settings, self.events, self.clock = api, settings, events, clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._pending: set[tuple[str, str]] = set()
 
@@ -74,6 +77,20 @@ class SweepReconciler:
         reports = {n: r for n, m in zip(watched, maps, strict=True) if (r := parse_report(m)) is not None}
         return jobs, reports
 
+    async def _report(self, sweep: SweepRef, body: dict[str, Any], result: SweepPlan) -> list[dict[str, Any]]:
+        """The report pod's part of the plan (updates ``result`` in place); objects to create."""
+        if result.status.phase not in ("Succeeded", "Failed") or result.status.report is not None:
+            return []
+        try:
+            spec = PeftSweepSpec.model_validate(body.get("spec") or {})
+        except ValueError:
+            return []  # an invalid spec has no trials to report on
+        pod = await self.api.get_pod(sweep.namespace, report_name(sweep.name))
+        status, objects, events = report_step(sweep, spec, result.status, pod, self.settings)
+        result.status = status
+        result.events.extend(events)
+        return objects
+
     async def reconcile(self, namespace: str, name: str) -> SweepPlan | None:
         body = await self.api.get_sweep(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -83,6 +100,7 @@ class SweepReconciler:
         status = PeftSweepStatus.model_validate(body.get("status") or {})
         jobs, reports = await self._observe(namespace, name, status)
         result = plan(sweep, body.get("spec") or {}, status, jobs, reports, self.clock())
+        report_objects = await self._report(sweep, body, result)
         new = result.status
         now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         wire = new.model_copy(update={"conditions": conditions(new, now, sweep.generation)}).to_wire()
@@ -91,6 +109,8 @@ class SweepReconciler:
             await self.api.patch_status(namespace, name, {**wire, **stale}, meta["resourceVersion"])
         for event in result.events:
             self.events(body, event.type, event.reason, event.message)
+        for obj in report_objects:  # the input ConfigMap before the pod that mounts it
+            await self.api.create_core(obj)
         await asyncio.gather(*(self.api.create_job(job) for job in result.create))
         await asyncio.gather(*(self.api.set_suspend(namespace, n, True) for n in result.suspend))
         await asyncio.gather(*(self.api.set_suspend(namespace, n, False) for n in result.resume))
