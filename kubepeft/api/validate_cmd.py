@@ -1,4 +1,4 @@
-"""``kubepeft validate FILE...``: check PeftJob manifests offline with the CRD's own rules.
+"""``kubepeft validate FILE...``: check PeftJob and PeftSweep manifests offline with the CRDs' own rules.
 
 Prints ``<file>: ok`` per valid PeftJob and ``<file>: <field path>: <reason>`` per problem
 (``<file>#<n>`` for the n-th document of a multi-document file, ``<file>:<line>`` for YAML
@@ -15,7 +15,7 @@ from kubepeft.api.validate import FileResult, validate_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="PeftJob YAML files ('-' for stdin)")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="PeftJob or PeftSweep YAML files ('-' for stdin)")
 
 
 def _validate_file(name: str) -> FileResult:

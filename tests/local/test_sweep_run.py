@@ -214,3 +214,33 @@ def test_prompt_task_example_writes_a_bank_that_switches_like_fresh_loads(tiny_m
         for task in ("up", "down", "skip", "down"):  # switch back and forth
             expected = fresh_generate(local.base_dir, local.adapters[task], prompt, 12)
             assert switching.generate(task, prompt, 12) == expected, (task, prompt)
+
+
+def test_live_view_on_a_terminal_and_plain_lines_when_piped() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kubepeft.contract import ReportProgress, TrainerReport
+    from kubepeft.local.sweep_view import SweepView
+
+    spec = sweep_spec(RANK_GROUP, maxParallel=2)
+    status = decide("s", spec, PeftSweepStatus()).status
+    report = TrainerReport(state="Training", progress=ReportProgress(step=3, total_steps=9, loss=1.25, eta_seconds=30))
+    running = status.model_copy(update={"trials": [t.model_copy(update={"phase": "Running"}) for t in status.trials]})
+    tty = io.StringIO()
+    with SweepView(Console(file=tty, force_terminal=True, width=160), "s") as view:
+        view.report("s-t0", report)
+        view.update(running)
+    shown = tty.getvalue()
+    assert "s-t0" in shown and "3/9" in shown and "1.2500" in shown and "0:30" in shown
+    piped = io.StringIO()
+    with SweepView(Console(file=piped, force_terminal=False), "s") as view:
+        view.report("s-t0", report)
+        view.update(running)
+        view.update(running)  # unchanged: no new lines
+    lines = piped.getvalue().splitlines()
+    assert lines == [
+        "s-t0 [lora.r=2 lora.alpha=4] [Training] step 3/9 loss 1.2500 tokens/s - eta 0:30",
+        "s-t1 [lora.r=4 lora.alpha=8] Running",
+    ]
