@@ -102,3 +102,34 @@ def test_reports_fill_the_trials_table() -> None:
         sweep_spec(RANK_GROUP, objective={"metric": "trainLoss"}), SweepTrial(name="x", index=0), done
     )
     assert by_train.objective == 1.1
+
+
+def test_decide_prunes_a_running_trial_worse_than_the_median_and_starts_the_next() -> None:
+    spec = sweep_spec([{"path": "lora.r", "values": [2, 4, 8, 16, 32]}], maxParallel=1, earlyStopping={"minTrials": 2})
+    rows = []
+    for index, losses in enumerate([[2.0, 1.0], [2.2, 1.1]]):
+        row = SweepTrial.model_validate(
+            {
+                "name": f"s-t{index}",
+                "index": index,
+                "parameters": {"lora.r": str(2 * 2**index)},
+                "phase": "Succeeded",
+                "objective": losses[-1],
+                "evaluations": [{"step": 10, "loss": losses[0]}, {"step": 20, "loss": losses[1]}],
+            }
+        )
+        rows.append(row)
+    running = SweepTrial.model_validate(
+        {
+            "name": "s-t2",
+            "index": 2,
+            "parameters": {"lora.r": "8"},
+            "phase": "Running",
+            "evaluations": [{"step": 10, "loss": 3.5}],
+        }
+    )
+    decision = decide("s", spec, PeftSweepStatus(trials=[*rows, running]))
+    assert decision.prune == ["s-t2"] and [t.name for t in decision.create] == ["s-t3"]
+    pruned = next(t for t in decision.status.trials if t.name == "s-t2")
+    assert pruned.phase == "Pruned" and "median" in (pruned.message or "")
+    assert decision.status.pruned == 1 and decision.status.phase == "Running"
