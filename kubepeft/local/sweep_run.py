@@ -53,7 +53,10 @@ class SweepStateError(Exception):
 
 
 def spec_digest(spec: PeftSweepSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.to_wire(), sort_keys=True).encode()).hexdigest()
+    """What the saved trials depend on: everything but maxParallel (``--parallel`` may change)."""
+    wire = spec.to_wire()
+    wire.pop("maxParallel", None)
+    return hashlib.sha256(json.dumps(wire, sort_keys=True).encode()).hexdigest()
 
 
 def load_state(path: Path, spec: PeftSweepSpec) -> PeftSweepStatus:

@@ -77,6 +77,7 @@ def test_state_file_round_trip_resets_running_trials_and_refuses_another_spec(tm
     save_state(path, spec, status)
     loaded = load_state(path, spec)
     assert [(t.name, t.phase) for t in loaded.trials] == [("s-t0", "Pending")]
+    assert load_state(path, sweep_spec(RANK_GROUP, maxParallel=3)).trials == loaded.trials  # --parallel may change
     with pytest.raises(SweepStateError, match="different sweep definition"):
         load_state(path, sweep_spec(RANK_GROUP, maxParallel=2, maxFailedTrials=0))
     assert load_state(tmp_path / "none.json", spec) == PeftSweepStatus()
