@@ -49,6 +49,9 @@ def test_a_job_of_the_same_name_owned_by_someone_else_is_never_adopted() -> None
     trial = SweepTrial(name="ranks-t0", index=0, phase="Running")
     row = observe_trial(spec, SWEEP, trial, job("ranks-t0", "Running", uid="other"), None)
     assert row.phase == "Failed" and "not ours" in (row.message or "")
+    deleted = observe_trial(spec, SWEEP, trial, None, None)
+    assert deleted.phase == "Failed" and "deleted" in (deleted.message or "")
+    assert observe_trial(spec, SWEEP, trial.model_copy(update={"phase": "Pending"}), None, None).phase == "Pending"
 
 
 def test_observation_takes_metrics_from_the_report_and_phase_from_the_job() -> None:

@@ -96,8 +96,11 @@ def observe_trial(
     spec: PeftSweepSpec, sweep: SweepRef, trial: SweepTrial, job: dict[str, Any] | None, report: TrainerReport | None
 ) -> SweepTrial:
     """A row updated from its PeftJob (phase) and its progress report (metrics)."""
-    if trial.phase in FINISHED_TRIAL_PHASES or job is None:
+    if trial.phase in FINISHED_TRIAL_PHASES:
         return trial
+    if job is None:  # Pending: not created yet (the plan creates it); otherwise someone deleted it
+        gone = {"phase": "Failed", "message": "its PeftJob was deleted"}
+        return trial if trial.phase == "Pending" else trial.model_copy(update=gone)
     if not is_owned(job, sweep):
         return trial.model_copy(update={"phase": "Failed", "message": "a PeftJob of this name is not ours"})
     row = apply_report(spec, trial, report) if report is not None else trial
