@@ -167,7 +167,8 @@ class EarlyStopping(ApiModel):
     """Median-rule stopping on the evaluations trials report while they run."""
 
     type: Literal["median"] = "median"
-    """Stop a trial whose latest evaluation is worse than the median of finished trials at the same step."""
+    """Stop a trial whose best evaluation so far is worse than the median of the finished trials' evaluations at
+    the same step (Optuna's MedianPruner)."""
     min_trials: int = Field(default=2, ge=1, le=MAX_TRIALS)
     """Finished trials needed before any trial is stopped."""
     start_step: int = Field(default=0, ge=0, le=10_000_000)
