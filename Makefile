@@ -70,6 +70,7 @@ bench:
 	$(PY) bench/storage_throughput.py
 	$(PY) bench/trainer_overhead.py
 	$(PY) bench/operator_scale.py
+	$(PY) bench/task_switch.py
 
 kind-e2e:
 	bash hack/kind-e2e.sh

@@ -14,9 +14,14 @@ from urllib.parse import urlsplit
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("kubepeft.api.validate_cmd", "check PeftJob manifests offline with the CRD's rules"),
+    "validate": ("kubepeft.api.validate_cmd", "check PeftJob and PeftSweep manifests offline with the CRDs' rules"),
     "crds": ("kubepeft.api.crd_cmd", "print or write the generated CRD"),
-    "run": ("kubepeft.local.run_cmd", "run a PeftJob on this machine, no cluster needed"),
+    "run": ("kubepeft.local.run_cmd", "run a PeftJob or a PeftSweep on this machine, no cluster needed"),
+    "sample": ("kubepeft.local.sample_cmd", "answer prompts with a prompt bank's tasks (one base, adapters switched)"),
+    "sweep-report": (
+        "kubepeft.sweep.report_cmd",
+        "write a sweep's comparison report (run by the operator's report pod)",
+    ),
     "demo": ("kubepeft.local.demo_cmd", "build a tiny model and run examples/tiny-lora.yaml end to end"),
     "train": ("kubepeft_trainer.main", "the trainer entry point worker pods run"),
     "tiny-model": ("kubepeft_trainer.tiny_model_cmd", "build a tiny Llama-style model and tokenizer offline"),

@@ -172,6 +172,11 @@ class TrainerReport(ContractModel):
     eval_loss_before: float | None = None
     eval_loss_after: float | None = None
     resumed_from_step: int | None = None
+    # Added in place (optional, so v1 readers and writers stay compatible): what a sweep compares.
+    trainable_parameters: int | None = None
+    total_parameters: int | None = None
+    peak_memory_bytes: int | None = None
+    """Peak accelerator memory of rank 0 (CUDA), else the peak resident memory of its process."""
     failure_class: Literal["retryable", "permanent"] | None = None
     message: str | None = None
     time: str = ""

@@ -1,7 +1,8 @@
 """``kubepeft crds``: print the generated CRD, or write it (and the API reference) into the repo.
 
-``--write`` writes ``crds/kubepeft.dev_peftjobs.yaml``, the chart's copy under
-``charts/kubepeft/crds/`` when the chart exists, and ``docs/api-reference.md``. ``--check``
+``--write`` writes ``crds/kubepeft.dev_peftjobs.yaml`` and ``crds/kubepeft.dev_peftsweeps.yaml``, the
+chart's copies under ``charts/kubepeft/crds/`` when the chart exists, and the reference pages
+``docs/api-reference.md`` and ``docs/api-reference-peftsweep.md``. ``--check``
 writes nothing and exits 1 when any of those files differs from what would be generated.
 """
 
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kubepeft.api import crd, reference
+from kubepeft.api import crd, reference, sweep_crd, sweep_reference
 
 CHART_DIR = Path("charts/kubepeft")
 
@@ -19,9 +20,16 @@ CHART_DIR = Path("charts/kubepeft")
 def generated_files(root: Path) -> dict[Path, str]:
     """Every file ``--write`` produces, relative to the repository root, with its content."""
     crd_text = crd.crd_yaml()
-    files = {root / "crds" / crd.CRD_FILE: crd_text, root / reference.REFERENCE_FILE: reference.render_reference()}
+    sweep_text = sweep_crd.crd_yaml()
+    files = {
+        root / "crds" / crd.CRD_FILE: crd_text,
+        root / "crds" / sweep_crd.CRD_FILE: sweep_text,
+        root / reference.REFERENCE_FILE: reference.render_reference(),
+        root / sweep_reference.REFERENCE_FILE: sweep_reference.render_reference(),
+    }
     if (root / CHART_DIR).is_dir():
         files[root / CHART_DIR / "crds" / crd.CRD_FILE] = crd_text
+        files[root / CHART_DIR / "crds" / sweep_crd.CRD_FILE] = sweep_text
     return files
 
 

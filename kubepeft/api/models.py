@@ -401,12 +401,14 @@ class DistributedSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "!self.offloadParams || (self.backend == 'deepspeed' && self.zeroStage == 3)",
+                # has(): the API server checks rules against the `{}` default as written at CRD creation.
+                "!has(self.offloadParams) || !self.offloadParams"
+                " || (self.backend == 'deepspeed' && self.zeroStage == 3)",
                 "offloadParams needs backend deepspeed with zeroStage 3",
                 field_path=".offloadParams",
             ),
             cel(
-                "!self.offloadOptimizer || self.backend == 'deepspeed'",
+                "!has(self.offloadOptimizer) || !self.offloadOptimizer || self.backend == 'deepspeed'",
                 "offloadOptimizer needs backend deepspeed",
                 field_path=".offloadOptimizer",
             ),

@@ -139,6 +139,8 @@ def render_reference(schema: dict[str, Any] | None = None) -> str:
         "`kubepeft/api/models.py` are the single source of truth: the CRD in `crds/`, this page and "
         "`kubepeft validate` are all generated from them.",
         "",
+        "Sweeps over PeftJob configurations (`PeftSweep`) have their own page: `api-reference-peftsweep.md`.",
+        "",
         f"`metadata.name` must be a DNS-1123 subdomain (lowercase letters, digits, `-` and `.`) of at most "
         f"{models.MAX_NAME_LENGTH} characters. Child objects (ConfigMap, Service, Jobs, pods) derive their "
         "names from it; the operator shortens any that would exceed a Kubernetes limit with a hash.",

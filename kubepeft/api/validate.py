@@ -633,6 +633,15 @@ def peftjob_documents(documents: list[Any], source: str) -> tuple[list[tuple[str
     return chosen, None
 
 
+def validate_document(doc: Any) -> list[FieldError]:
+    """A PeftJob or a PeftSweep (by kind), each through its own kind's whole check."""
+    if isinstance(doc, dict) and doc.get("kind") == "PeftSweep":
+        from kubepeft.api.sweep_validate import validate_sweep_object  # imports this module
+
+        return validate_sweep_object(doc)
+    return list(check_object(doc).errors)
+
+
 def validate_text(text: str, source: str) -> FileResult:
     """Validate every PeftJob document of a YAML stream; other kinds are skipped."""
     try:
@@ -642,4 +651,4 @@ def validate_text(text: str, source: str) -> FileResult:
     chosen, problem = peftjob_documents(documents, source)
     if problem is not None:
         return FileResult(source, problem=problem)
-    return FileResult(source, tuple(DocumentResult(label, check_object(doc).errors) for label, doc in chosen))
+    return FileResult(source, tuple(DocumentResult(label, tuple(validate_document(doc))) for label, doc in chosen))

@@ -1,4 +1,4 @@
-"""``kubepeft validate FILE...``: check PeftJob manifests offline with the CRD's own rules.
+"""``kubepeft validate FILE...``: check PeftJob and PeftSweep manifests offline with the CRDs' own rules.
 
 Prints ``<file>: ok`` per valid PeftJob and ``<file>: <field path>: <reason>`` per problem
 (``<file>#<n>`` for the n-th document of a multi-document file, ``<file>:<line>: <reason>`` for
@@ -25,7 +25,7 @@ EPILOG = "exit status: 0 all valid, 1 a problem was found (printed as FILE: FIEL
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("files", nargs="+", metavar="FILE", help="PeftJob YAML files ('-' for stdin)")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="PeftJob or PeftSweep YAML files ('-' for stdin)")
 
 
 def _validate_file(name: str) -> FileResult:

@@ -31,6 +31,7 @@ from rich.console import Console
 import kubepeft
 from kubepeft.contract import output_root
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
+from kubepeft.local.quiet import quiet_third_party
 from kubepeft.local.run_cmd import EXIT_INVALID, run_loaded_job
 from kubepeft.local.run_lock import RunBusyError
 from kubepeft.local.session import default_workdir
@@ -238,6 +239,12 @@ def show_sample(job: LoadedJob, paths: DemoPaths, results: Path, console: Consol
 
 
 def run(args: argparse.Namespace) -> int:
+    workdir = (args.workdir or default_workdir()).absolute()
+    with quiet_third_party(workdir):  # in-process model builds and samples: their noise to debug.log
+        return _run(args, workdir)
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
     console = Console(soft_wrap=True)
     example = args.job or default_example()
     try:
@@ -249,7 +256,6 @@ def run(args: argparse.Namespace) -> int:
     if job.spec.dataset is None:
         print(f"{example}: the demo needs a job with a dataset", file=sys.stderr)
         return 1
-    workdir = (args.workdir or default_workdir()).absolute()
     paths = DemoPaths(workdir / "demo")
     model_dir = ensure_model(paths, console)
     dataset_file = ensure_dataset(job, paths, args.records)

@@ -115,6 +115,7 @@ class ProgressView:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"),
+                TextColumn("eval {task.fields[eval_loss]}"),
                 TextColumn("{task.fields[tokens_per_second]} tok/s"),
                 TextColumn("ETA {task.fields[eta]}"),
                 TimeElapsedColumn(),
@@ -123,7 +124,7 @@ class ProgressView:
             )
             self._progress.start()
             self._task = self._progress.add_task(
-                "train", total=None, state="Starting", loss="-", tokens_per_second="-", eta="-"
+                "train", total=None, state="Starting", loss="-", eval_loss="-", tokens_per_second="-", eta="-"
             )
         return self
 

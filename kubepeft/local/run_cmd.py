@@ -1,5 +1,7 @@
 """``kubepeft run JOB.yaml``: run a PeftJob on this machine, no cluster needed.
 
+A file holding a PeftSweep runs the whole sweep instead (:mod:`kubepeft.local.sweep_cmd`).
+
 Same spec, same validation, same trainer config (``build_trainer_config``), same ``kubepeft
 train`` processes with the same launcher environment as worker pods, same artifacts. Storage
 defaults: see :mod:`kubepeft.local.storage_defaults`. Ctrl-C stops the nodes cleanly; running the
@@ -38,7 +40,7 @@ EXIT_BUSY = 1  # retryable: run again once the other run has finished
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXIT_CODES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("job", metavar="JOB.yaml", help="the PeftJob manifest to run")
+    parser.add_argument("job", metavar="JOB.yaml", help="the PeftJob (or PeftSweep) manifest to run")
     parser.add_argument("--workdir", type=Path, default=None, help="state folder (default: ./.kubepeft)")
     parser.add_argument(
         "--endpoint", type=endpoint_url, default=None, help="S3 endpoint URL (default: the job's, else embedded S3)"
@@ -51,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", default=None, help="job name (default: metadata.name)")
     parser.add_argument("--namespace", default=None, help="namespace (default: metadata.namespace, else 'default')")
+    parser.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="PeftSweep: trials to run at the same time (default 1)"
+    )
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -126,6 +131,10 @@ def check_workdir(workdir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kubepeft.local.sweep_cmd import is_sweep_file, run_sweep
+
+    if is_sweep_file(args.job):
+        return run_sweep(args)
     console = Console(soft_wrap=True)
     try:
         job = load_job_file(args.job, name=args.name, namespace=args.namespace)

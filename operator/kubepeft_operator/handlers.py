@@ -17,6 +17,7 @@ from kubepeft.api.models import GROUP, KIND, PLURAL, VERSION
 from kubepeft_operator import naming
 from kubepeft_operator.reconciler import Reconciler
 from kubepeft_operator.settings import OperatorSettings
+from kubepeft_operator.sweep import handlers as sweep_handlers
 
 PROGRESS_COMPONENT = "progress"
 
@@ -91,6 +92,8 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     @kopf.index("", "v1", "configmaps", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
     async def cache_config_map(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconciler(memo).cache.observe_config_map("MODIFIED", dict(body))  # slimmed: a copy
+
+    sweep_handlers.register(registry)  # PeftSweeps: their own controller, same process
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

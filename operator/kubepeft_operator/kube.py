@@ -130,16 +130,22 @@ class KubeApi:
 
     # --- transport ---------------------------------------------------------------------------
 
-    async def _call(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """One request; the answer's JSON, or :class:`KubeError` with the server's Status."""
         if self._on_request is not None:
             self._on_request(method)
         headers = {"Content-Type": content_type}
         if auth := authorization_header(self._configuration):
             headers["Authorization"] = auth
         data = json.dumps(body) if body is not None else None
-        async with self._http().request(method, path, data=data, headers=headers) as response:
+        async with self._http().request(method, path, data=data, headers=headers, params=params) as response:
             text = await response.text()
             if response.status >= 400:
                 raise _error(response.status, response.reason or "", text)
@@ -147,7 +153,7 @@ class KubeApi:
 
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
-            return await self._call("GET", path)
+            return await self.request("GET", path)
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -177,7 +183,7 @@ class KubeApi:
         meta = obj["metadata"]
         plural = PLURALS[(obj["apiVersion"], obj["kind"])]
         try:
-            return await self._call("POST", _collection_path(obj["apiVersion"], plural, meta["namespace"]), body=obj)
+            return await self.request("POST", _collection_path(obj["apiVersion"], plural, meta["namespace"]), body=obj)
         except KubeError as exc:
             if exc.status == 409 and exc.reason == "AlreadyExists":
                 return None
@@ -185,7 +191,7 @@ class KubeApi:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         try:
-            await self._call(
+            await self.request(
                 "DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body={"propagationPolicy": "Background"}
             )
         except KubeError as exc:
@@ -195,7 +201,7 @@ class KubeApi:
     async def delete_job(self, namespace: str, name: str, uid: str) -> None:
         body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
         try:
-            await self._call("DELETE", JOBS_PATH.format(namespace=namespace) + f"/{name}", body=body)
+            await self.request("DELETE", JOBS_PATH.format(namespace=namespace) + f"/{name}", body=body)
         except KubeError as exc:
             if exc.status not in (404, 409):
                 raise
@@ -205,7 +211,7 @@ class KubeApi:
     ) -> dict[str, Any]:
         """Patch ``.status`` (a merge patch), guarded by the resourceVersion we decided on; the new job."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        return await self._call(
+        return await self.request(
             "PATCH",
             JOBS_PATH.format(namespace=namespace) + f"/{name}/status",
             body=body,
@@ -216,7 +222,7 @@ class KubeApi:
         self, namespace: str, name: str, annotations: dict[str, str | None], resource_version: str
     ) -> dict[str, Any]:
         body = {"metadata": {"annotations": annotations, "resourceVersion": resource_version}}
-        return await self._call(
+        return await self.request(
             "PATCH",
             JOBS_PATH.format(namespace=namespace) + f"/{name}",
             body=body,

@@ -17,6 +17,9 @@ from kubepeft_operator.kube import KubeApi, load_configuration
 from kubepeft_operator.metrics import Metrics
 from kubepeft_operator.reconciler import Reconciler
 from kubepeft_operator.settings import OperatorSettings, SettingsError
+from kubepeft_operator.sweep.api import SweepApi
+from kubepeft_operator.sweep.handlers import MEMO_KEY
+from kubepeft_operator.sweep.reconciler import SweepReconciler
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,12 +53,14 @@ async def run_operator(
     kube = KubeApi(
         configuration, connections=settings.api_connections, on_request=lambda m: metrics.api_requests.labels(m).inc()
     )
-    reconciler = Reconciler(kube, settings, metrics, events=_event_poster(metrics))
+    events = _event_poster(metrics)
+    reconciler = Reconciler(kube, settings, metrics, events=events)
+    sweeps = SweepReconciler(SweepApi(kube), settings, events=events)
     try:
         await kopf.operator(
             registry=build_registry(configuration, settings),
             settings=configure_kopf(kopf.OperatorSettings(), settings),
-            memo=kopf.Memo(reconciler=reconciler),
+            memo=kopf.Memo(reconciler=reconciler, **{MEMO_KEY: sweeps}),
             clusterwide=not settings.watch_namespaces,
             namespaces=list(settings.watch_namespaces),
             standalone=not settings.peering,

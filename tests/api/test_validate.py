@@ -42,7 +42,13 @@ def test_example_is_valid(path: Path) -> None:
     result = validate_text(path.read_text(), path.name)
     assert result.lines() == [f"{path.name}: ok"]
     # The typed model (what the operator and the trainer parse) accepts it too.
-    job = models.PeftJob.model_validate(yaml.safe_load(path.read_text()))
+    document = yaml.safe_load(path.read_text())
+    if document.get("kind") == "PeftSweep":
+        from kubepeft.api.sweep_models import PeftSweep
+
+        assert PeftSweep.model_validate(document).metadata.name
+        return
+    job = models.PeftJob.model_validate(document)
     assert job.metadata.name
 
 

@@ -33,7 +33,7 @@ from tests.deploy.support import (
 
 # --- what the operator needs, and nothing more ------------------------------------------------
 
-JOB_VERBS = ("get", "list", "watch", "patch", "delete")  # never create or update (PUT) a PeftJob
+JOB_VERBS = ("get", "list", "watch", "create", "patch", "delete")  # created as sweep trials only; never PUT
 
 
 def _grant(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> set[tuple[str, str, str]]:
@@ -44,7 +44,10 @@ NAMESPACED_NEEDS = (
     _grant("kubepeft.dev", ("peftjobs",), JOB_VERBS)
     | _grant("kubepeft.dev", ("peftjobs/status",), ("patch",))
     | _grant("kubepeft.dev", ("peftjobs/finalizers",), ("update",))
-    | _grant("", ("pods",), ("list", "watch", "create", "delete"))
+    | _grant("kubepeft.dev", ("peftsweeps",), ("get", "list", "watch"))
+    | _grant("kubepeft.dev", ("peftsweeps/status",), ("patch",))
+    | _grant("kubepeft.dev", ("peftsweeps/finalizers",), ("update",))
+    | _grant("", ("pods",), ("get", "list", "watch", "create", "delete"))
     | _grant("", ("configmaps",), ("list", "watch", "create", "get", "patch"))
     | _grant("", ("services", "serviceaccounts"), ("get", "create"))
     | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "create"))
@@ -506,6 +509,7 @@ def test_chart_crds_validate_strict_and_load() -> None:
     docs = [doc for path in sorted((CHART_DIR / "crds").glob("*.yaml")) for doc in load_yaml_docs(path)]
     assert {d["metadata"]["name"] for d in docs} == {
         "peftjobs.kubepeft.dev",
+        "peftsweeps.kubepeft.dev",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     }

@@ -38,7 +38,7 @@ import yaml
 from aiohttp import web
 
 from tests.harness.resources import DEFAULT_RESOURCES, ResourceType
-from tests.harness.schema import PEFTJOB_CRD, load_crd
+from tests.harness.schema import PEFTJOB_CRD, PEFTSWEEP_CRD, load_crd
 from tests.harness.selectors import SelectorError, parse_selector
 from tests.harness.store import ApiError, Obj, Store, Watch
 
@@ -343,11 +343,13 @@ class ApiServer:
         history: int = 100_000,
         use_crd: bool = True,
     ) -> None:
-        """``use_crd``: serve PeftJobs from the generated CRD (schema pruning + validation)."""
+        """``use_crd``: serve PeftJobs and PeftSweeps from the generated CRDs (schema pruning + validation)."""
         resources = list(resources or DEFAULT_RESOURCES)
         schemas = {}
-        if use_crd and PEFTJOB_CRD.exists():
-            rtype, schema = load_crd(PEFTJOB_CRD)
+        for crd_file in (PEFTJOB_CRD, PEFTSWEEP_CRD) if use_crd else ():
+            if not crd_file.exists():
+                continue
+            rtype, schema = load_crd(crd_file)
             resources = [r for r in resources if r.key != rtype.key] + [rtype]
             schemas[rtype.key] = schema
         self.store = Store(resources, history=history, schemas=schemas)

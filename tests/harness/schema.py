@@ -21,6 +21,7 @@ from tests.harness.resources import ResourceType
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PEFTJOB_CRD = REPO_ROOT / "crds" / "kubepeft.dev_peftjobs.yaml"
+PEFTSWEEP_CRD = REPO_ROOT / "crds" / "kubepeft.dev_peftsweeps.yaml"
 
 
 def prune(value: Any, schema: dict[str, Any]) -> Any:

@@ -66,3 +66,12 @@ def test_view_renders_a_bar_on_a_terminal() -> None:
         view.update([_report(30)])
     assert "30/60" in out.getvalue()
     assert "1,234 tok/s" in out.getvalue()
+
+
+def test_terminal_bar_shows_the_latest_eval_loss() -> None:
+    out = io.StringIO()
+    report = _report(40)
+    report.progress.eval_loss = 0.4321
+    with ProgressView(Console(file=out, force_terminal=True, width=200)) as view:
+        view.update([report])
+    assert "eval 0.4321" in out.getvalue() and "40/60" in out.getvalue()

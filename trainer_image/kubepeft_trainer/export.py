@@ -54,6 +54,9 @@ def build_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "tokens_seen": result.get("tokens_seen"),
         "world_size": result.get("world_size"),
         "resumed_from_step": result.get("resumed_from_step"),
+        "trainable_parameters": result.get("trainable_parameters"),
+        "total_parameters": result.get("total_parameters"),
+        "peak_memory_bytes": result.get("peak_memory_bytes"),
     }
 
 

@@ -155,6 +155,9 @@ def export_after_training(config: TrainerConfig, workdir: Path, reporter: Report
         resumed_from_step=result.get("resumed_from_step"),
         eval_loss_before=result.get("eval_loss_before"),
         eval_loss_after=result.get("eval_loss_after"),
+        trainable_parameters=result.get("trainable_parameters"),
+        total_parameters=result.get("total_parameters"),
+        peak_memory_bytes=result.get("peak_memory_bytes"),
         progress={
             "step": result.get("final_step"),
             "total_steps": result.get("total_steps"),

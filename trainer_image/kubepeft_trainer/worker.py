@@ -173,6 +173,11 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
     )
     total_steps = plan.total_steps(max_steps=training.max_steps, epochs=training.epochs)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    # Counted before accelerate/DeepSpeed wrap (and ZeRO-3 partitions) the model.
+    parameter_counts = {
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+    }
     optimizer = build_optimizer(training.optimizer, trainable, training.learning_rate, training.weight_decay)
     scheduler = get_scheduler(
         SCHEDULER_NAMES[training.lr_scheduler],
@@ -220,6 +225,7 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
             resumed_from_step=resumed_from,
             eval_loss_before=state.eval_loss_before,
             progress=state.progress() | {"total_steps": total_steps},
+            **parameter_counts,
         )
     settings = LoopSettings(
         total_steps=total_steps,
@@ -271,10 +277,23 @@ def run_worker(config: TrainerConfig, launcher_env: LauncherEnv, workdir: Path) 
             "steps_this_attempt": timer.total_steps_timed,
             "world_size": plan.world_size,
             "committed_checkpoints": checkpoints.committed,
+            **parameter_counts,
+            "peak_memory_bytes": peak_memory_bytes(cuda),
         }
         (export / RESULT_FILE).write_text(json.dumps(result, indent=1), encoding="utf-8")
     accelerator.end_training()
     return EXIT_OK
+
+
+def peak_memory_bytes(cuda: bool) -> int:
+    """Peak accelerator memory of this process on CUDA, else its peak resident set size."""
+    if cuda:
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -88,10 +88,22 @@ wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 # Exactly the verbs the operator's requests use (tests/operator/test_rbac_from_requests.py derives
 # them from a recorded run), plus what RBAC itself requires of it, marked below.
 # PeftJobs: watched, annotated (failed attempts), read once after a write conflict, deleted after
-# their TTL; never created or replaced. Status: merge patches only.
+# their TTL, created as a PeftSweep's trials (and patched to suspend them); never replaced (PUT).
+# Status: merge patches only.
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# PeftSweeps: watched; status merge-patched; finalizers/update lets trials carry
+# blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftsweeps"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftsweeps/status"]
+  verbs: ["patch"]
+- apiGroups: ["kubepeft.dev"]
+  resources: ["peftsweeps/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs/status"]
   verbs: ["patch"]
@@ -101,15 +113,16 @@ wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 - apiGroups: ["kubepeft.dev"]
   resources: ["peftjobs/finalizers"]
   verbs: ["update"]
-# Worker pods and ConfigMaps: read from watches, created, pods deleted (gang restarts).
+# Worker pods and ConfigMaps: read from watches, created, pods deleted (gang restarts); a
+# sweep's report pod is read by name.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch", "create"]
-# Required, not called: the operator creates the trainer's Role (get and patch of its progress
-# ConfigMap), and RBAC lets a user grant only what it holds itself.
+# The operator creates the trainer's Role (get and patch of its progress ConfigMap), and RBAC
+# lets a user grant only what it holds itself; `get` is also how a sweep reads its trials' progress.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "patch"]
