@@ -125,6 +125,31 @@ def _locations(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
+def _strings(doc: Any) -> list[str]:
+    if isinstance(doc, dict):
+        return [*doc.keys(), *(s for value in doc.values() for s in _strings(value))]
+    if isinstance(doc, list):
+        return [s for value in doc for s in _strings(value)]
+    return [doc] if isinstance(doc, str) else []
+
+
+EXAMPLE_STRINGS = sorted({s for doc in EXAMPLES for s in _strings(doc)})
+
+
+def _similar(draw: st.DrawFn, value: Any) -> Any:
+    """A value of the same kind, near the valid range: the boundaries the schema, the CEL rules
+    and the typed model must agree on (maxSteps 0 or 1, warmup >= maxSteps, a known enum)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return draw(st.integers(min_value=-2, max_value=5000))
+    if isinstance(value, float):
+        return draw(st.floats(min_value=-0.5, max_value=2.0))
+    if isinstance(value, str):
+        return draw(st.sampled_from(EXAMPLE_STRINGS))
+    return value
+
+
 def _mutate_object(draw: st.DrawFn, doc: Any) -> Any:
     location = draw(st.sampled_from(_locations(doc)))
     if not location:
@@ -133,8 +158,10 @@ def _mutate_object(draw: st.DrawFn, doc: Any) -> Any:
     for part in location[:-1]:
         parent = parent[part]
     last = location[-1]
-    action = draw(st.sampled_from(["replace", "delete", "add", "rekey"]))
-    if action == "replace":
+    action = draw(st.sampled_from(["similar", "similar", "replace", "delete", "add", "rekey"]))
+    if action == "similar":
+        parent[last] = _similar(draw, parent[last])
+    elif action == "replace":
         parent[last] = draw(values)
     elif action == "delete":
         del parent[last]
@@ -153,7 +180,7 @@ def _render(draw: st.DrawFn, doc: Any) -> str:
 
 
 def _damage_text(draw: st.DrawFn, text: str) -> str:
-    action = draw(st.sampled_from(["none", "insert", "delete", "duplicate", "char"]))
+    action = draw(st.sampled_from(["none", "none", "none", "insert", "delete", "duplicate", "char"]))
     if not text or action == "none":
         return text
     at = draw(st.integers(min_value=0, max_value=len(text)))
