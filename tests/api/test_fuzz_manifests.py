@@ -5,9 +5,9 @@ rendered as YAML or JSON, then text-level damage: hostile snippets, deleted span
 lines) go through both entry points -- ``validate_text`` (``kubepeft validate``) and
 ``load_job_text`` (``kubepeft run``'s loader, nothing is trained). Each is accepted, or refused
 with lines ``<file>[#n][:line]: <reason>``; never another exception; and ``validate`` says ok
-exactly when ``run`` accepts. The slow tier also hands each mutated object to ``check_object``
-directly (NaN, huge integers, non-string keys as Python values). The fast tier runs 400 texts
-(about 5 s); the slow tier 5,000 (about a minute on two cores).
+exactly when ``run`` accepts. The slow tier also hands every fifth mutated object to
+``check_object`` directly (NaN, huge integers, non-string keys as Python values). The fast tier runs 400 texts
+(about 5 s); the slow tier 5,000 (one to two minutes on two busy cores).
 """
 
 from __future__ import annotations
@@ -125,6 +125,31 @@ def _locations(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
+def _strings(doc: Any) -> list[str]:
+    if isinstance(doc, dict):
+        return [*doc.keys(), *(s for value in doc.values() for s in _strings(value))]
+    if isinstance(doc, list):
+        return [s for value in doc for s in _strings(value)]
+    return [doc] if isinstance(doc, str) else []
+
+
+EXAMPLE_STRINGS = sorted({s for doc in EXAMPLES for s in _strings(doc)})
+
+
+def _similar(draw: st.DrawFn, value: Any) -> Any:
+    """A value of the same kind, near the valid range: the boundaries the schema, the CEL rules
+    and the typed model must agree on (maxSteps 0 or 1, warmup >= maxSteps, a known enum)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return draw(st.integers(min_value=-2, max_value=5000))
+    if isinstance(value, float):
+        return draw(st.floats(min_value=-0.5, max_value=2.0))
+    if isinstance(value, str):
+        return draw(st.sampled_from(EXAMPLE_STRINGS))
+    return value
+
+
 def _mutate_object(draw: st.DrawFn, doc: Any) -> Any:
     location = draw(st.sampled_from(_locations(doc)))
     if not location:
@@ -133,8 +158,10 @@ def _mutate_object(draw: st.DrawFn, doc: Any) -> Any:
     for part in location[:-1]:
         parent = parent[part]
     last = location[-1]
-    action = draw(st.sampled_from(["replace", "delete", "add", "rekey"]))
-    if action == "replace":
+    action = draw(st.sampled_from(["similar", "similar", "replace", "delete", "add", "rekey"]))
+    if action == "similar":
+        parent[last] = _similar(draw, parent[last])
+    elif action == "replace":
         parent[last] = draw(values)
     elif action == "delete":
         del parent[last]
@@ -153,7 +180,7 @@ def _render(draw: st.DrawFn, doc: Any) -> str:
 
 
 def _damage_text(draw: st.DrawFn, text: str) -> str:
-    action = draw(st.sampled_from(["none", "insert", "delete", "duplicate", "char"]))
+    action = draw(st.sampled_from(["none", "none", "none", "insert", "delete", "duplicate", "char"]))
     if not text or action == "none":
         return text
     at = draw(st.integers(min_value=0, max_value=len(text)))
@@ -204,8 +231,8 @@ def check_both_entry_points(text: str, seen: Counter[str]) -> None:
 
 
 def _run_property(max_examples: int, *, derandomize: bool, objects: bool = True) -> Counter[str]:
-    """Run the property ``max_examples`` times (``objects``: also pass each mutated object to
-    :func:`check_object` directly); returns how many texts were accepted / refused."""
+    """Run the property ``max_examples`` times (``objects``: also pass every fifth mutated object
+    to :func:`check_object` directly); returns how many texts were accepted / refused."""
     seen: Counter[str] = Counter()
 
     @settings(
@@ -218,7 +245,7 @@ def _run_property(max_examples: int, *, derandomize: bool, objects: bool = True)
     @given(mutated_manifests())
     def property_(case: tuple[Any, str]) -> None:
         doc, text = case
-        if objects:
+        if objects and sum(seen.values()) % 5 == 0:  # every fifth: it costs a full validation
             check_object_directly(doc)
         check_both_entry_points(text, seen)
 
