@@ -1,7 +1,8 @@
 """The chart grants the operator exactly the verbs its requests use (plus what RBAC itself requires).
 
 The operator is run through every code path that talks to the API server (success with TTL
-deletion, a gang restart that re-ensures existing children, a missing Secret, a name conflict);
+deletion, a gang restart that re-ensures existing children, a missing Secret, a name conflict,
+a two-trial PeftSweep with its report pod);
 the test API server records each request as RBAC sees it (verb, group, resource). Those made by
 the operator's own client and by kopf are compared with the ClusterRole the chart renders.
 """
@@ -17,7 +18,7 @@ from tests.deploy.support import of_kind, render, rule_triples
 from tests.fixtures.kube import wait_for
 from tests.harness.apiserver import ApiServer
 from tests.harness.kubelet import Pod, PodScript
-from tests.operator.scenario_support import attempt_of, rank_of, wait_phase
+from tests.operator.scenario_support import TrialKubelet, attempt_of, peftsweep, rank_of, wait_phase
 from tests.operator.support import NS, peftjob
 
 pytestmark = pytest.mark.timeout(90)
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.timeout(90)
 # Granted but never requested, each for a reason RBAC imposes (see the chart's comments).
 REQUIRED_NOT_CALLED = {
     ("kubepeft.dev", "peftjobs/finalizers", "update"),  # blockOwnerDeletion under OwnerReferencesPermissionEnforcement
+    ("kubepeft.dev", "peftsweeps/finalizers", "update"),  # the same, for a sweep's trials
     ("", "configmaps", "get"),  # delegated to the trainer's Role (RBAC escalation check)
     ("", "configmaps", "patch"),  # delegated to the trainer's Role
 }
@@ -33,6 +35,14 @@ RARELY_CALLED = {("kubepeft.dev", "peftjobs", "get")}
 # Cluster-scoped discovery (kopf's, and the namespaces watch that tells terminating namespaces)
 # and peering: granted by their own rules, in both modes.
 KOPF_CLUSTER_SCOPE = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings", "kopfpeerings"}
+
+
+def is_sweep_pod(pod: Pod) -> bool:
+    labels = pod["metadata"].get("labels") or {}
+    return (
+        labels.get("kubepeft.dev/job-name", "").startswith("sweepy")
+        or labels.get("kubepeft.dev/component") == "sweep-report"
+    )
 
 
 def operator_requests(server: ApiServer) -> set[tuple[str, str, str]]:
@@ -58,7 +68,12 @@ def test_the_chart_grants_exactly_the_verbs_the_operator_uses(
             return PodScript(exit_code=1, message="node lost", run_for=0.1)
         return PodScript(exit_code=0, run_for=0.2)
 
-    start_trainers(script)
+    def sweep_pods(pod: Pod) -> PodScript | None:
+        return PodScript(exit_code=0, run_for=0.1) if is_sweep_pod(pod) else None
+
+    start_trainers(lambda pod: None if is_sweep_pod(pod) else script(pod))
+    trials = TrialKubelet(cluster.url, sweep_pods).start()
+    cluster.create("peftsweeps", NS, peftsweep("sweepy", parameters=[{"path": "lora.r", "values": [2, 4]}]))
     cluster.create("peftjobs", NS, peftjob(runPolicy={"ttlSecondsAfterFinished": 1}))
     cluster.create("configmaps", NS, {"metadata": {"name": "clash-config"}, "data": {}})
     cluster.create("peftjobs", NS, peftjob("clash"))
@@ -68,6 +83,12 @@ def test_the_chart_grants_exactly_the_verbs_the_operator_uses(
     wait_phase(cluster, "Failed", name="clash")
     wait_phase(cluster, "Failed", name="nosecret")
     wait_for(lambda: cluster.get("peftjobs", NS, "tune") is None, timeout=30, what="the job deleted by its TTL")
+    wait_for(
+        lambda: ((cluster.get("peftsweeps", NS, "sweepy") or {}).get("status") or {}).get("phase") == "Succeeded",
+        timeout=60,
+        what="the sweep finished with its report",
+    )
+    trials.stop()
 
     used = operator_requests(cluster)
     everything = chart_cluster_role()
@@ -77,7 +98,6 @@ def test_the_chart_grants_exactly_the_verbs_the_operator_uses(
     assert unused == set(), "the chart grants verbs the operator never uses"
     # What the old chart granted and the operator does not need stays out.
     for needless in [
-        ("", "pods", "get"),
         ("", "pods", "patch"),
         ("", "services", "delete"),
         ("", "configmaps", "delete"),

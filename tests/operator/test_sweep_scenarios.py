@@ -2,73 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubepeft_operator import naming
 
-from kubepeft.contract import REPORT_KEY, ReportArtifacts, ReportProgress, TrainerReport
 from tests.fixtures.kube import wait_for
 from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import FakeKubelet, Pod, PodScript
-from tests.operator.support import NS, S3_KEYS, secret, spec_dict
+from tests.harness.kubelet import Pod, PodScript
+from tests.operator.scenario_support import TrialKubelet, peftsweep
+from tests.operator.support import NS, S3_KEYS, secret
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class TrialKubelet(FakeKubelet):
-    """Pods that train: report progress (with trainable parameters), then succeed with an eval loss
-    that falls with the trial index, so the last trial is the best. The sweep's report pod exits 0."""
-
-    report_pods: list[Pod]
-
-    def __init__(self, url: str, script: Callable[[Pod], PodScript | None]) -> None:
-        super().__init__(url, script)
-        self.report_pods = []
-
-    async def start_pod(self, pod: Pod) -> None:
-        script = self.behavior(pod)
-        if script is None:
-            return
-        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        if pod["metadata"]["labels"].get(naming.LABEL_COMPONENT) == "sweep-report":
-            self.report_pods.append(pod)
-            await self.set_running(ns, name)
-            await self.set_terminated(ns, name, 0, "")
-            return
-        job = pod["metadata"]["labels"][naming.LABEL_JOB_NAME]
-        index = int(job.rsplit("-t", 1)[1])
-        await self.set_running(ns, name)
-        progress = ReportProgress(step=5, total_steps=10, loss=2.0, eval_loss=2.0 - 0.1 * index)
-        await self.report(pod, TrainerReport(state="Training", progress=progress, trainable_parameters=1000 * 2**index))
-        if script.exit_code is None:
-            return  # runs until stopped
-        await asyncio.sleep(script.run_for)
-        if script.exit_code != 0:
-            failed = TrainerReport(state="Failed", failure_class="permanent", message=script.message)
-            await self.report(pod, failed)
-            await self.set_terminated(ns, name, script.exit_code, script.message)
-            return
-        final = TrainerReport(
-            state="Succeeded",
-            progress=ReportProgress(step=10, total_steps=10, loss=1.0, eval_loss=1.0 - 0.1 * index),
-            eval_loss_before=2.5,
-            eval_loss_after=1.0 - 0.1 * index,
-            trainable_parameters=1000 * 2**index,
-            peak_memory_bytes=2**20,
-            artifacts=ReportArtifacts(adapter=f"s3://runs/out/{ns}/{job}/adapter"),
-        )
-        await self.report(pod, final)
-        await self.set_terminated(ns, name, 0, script.message)
-
-    async def report(self, pod: Pod, report: TrainerReport) -> None:
-        ns = pod["metadata"]["namespace"]
-        cm = next(e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "KUBEPEFT_PROGRESS_CONFIGMAP")
-        await self.api_patch(f"/api/v1/namespaces/{ns}/configmaps/{cm}", {"data": {REPORT_KEY: report.to_json()}})
 
 
 @pytest.fixture
@@ -90,17 +37,6 @@ def start_trials(cluster: ApiServer) -> Any:
     yield start
     for kubelet in started:
         kubelet.stop()
-
-
-def peftsweep(name: str = "ranks", **spec: Any) -> dict[str, Any]:
-    template = spec_dict(resources={"nodes": 1, "gpusPerNode": 0})
-    body = {
-        "template": template,
-        "parameters": [{"path": "lora.r", "values": [2, 4, 8, 16]}],
-        "maxParallel": 2,
-        **spec,
-    }
-    return {"apiVersion": "kubepeft.dev/v1alpha1", "kind": "PeftSweep", "metadata": {"name": name}, "spec": body}
 
 
 def sweep_status(server: ApiServer, name: str = "ranks") -> dict[str, Any]:
