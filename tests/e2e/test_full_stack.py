@@ -260,7 +260,7 @@ def test_killed_worker_resumes_and_matches_an_uninterrupted_run(
     e2e_cluster: E2ECluster, killed: dict[str, Any], reference: dict[str, Any], tmp_path: Path
 ) -> None:
     _succeeded(e2e_cluster, "killed", killed)
-    assert killed["attempts"] == 2, killed
+    assert killed["attempts"] == 2, f"{killed}\n{e2e_cluster.pod_logs('killed', 60)}"
     assert job_pods_started(e2e_cluster, "killed") == ["killed-a1-0", "killed-a2-0"]
     assert e2e_cluster.kubelet.exits[(NAMESPACE, "killed-a1-0")] == 137
     progress_map = e2e_cluster.api.get("configmaps", NAMESPACE, "killed-progress")
