@@ -11,12 +11,13 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
-import yaml
 from rich.console import Console
 
 from kubepeft.api.sweep_models import PeftSweep, PeftSweepStatus
 from kubepeft.api.sweep_validate import validate_sweep_object
+from kubepeft.api.yaml_input import ManifestInputError, load_documents, read_manifest
 from kubepeft.local.job_file import DEFAULT_NAMESPACE, JobFileError
 from kubepeft.local.quiet import quiet_third_party
 from kubepeft.local.session import default_workdir
@@ -27,18 +28,26 @@ from kubepeft.local.sweep_view import SweepView, comparison_lines, comparison_ta
 from kubepeft.storage.errors import StorageError
 
 
+def _documents(path: str | Path) -> list[Any]:
+    """The file's documents, read under the same input limits as every manifest."""
+    return load_documents(read_manifest(str(path)), str(path))
+
+
 def is_sweep_file(path: str | Path) -> bool:
     """Whether the file holds a PeftSweep (anything unreadable is left to the PeftJob path's errors)."""
     try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        docs = _documents(path)
+    except ManifestInputError:
         return False
     return any(isinstance(d, dict) and d.get("kind") == "PeftSweep" for d in docs)
 
 
 def load_sweep_file(path: str | Path, *, name: str | None, namespace: str | None) -> LoadedSweep:
     source = str(path)
-    docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
+    try:
+        docs = _documents(path)
+    except ManifestInputError as error:
+        raise JobFileError([str(error)]) from None
     sweeps = [d for d in docs if isinstance(d, dict) and d.get("kind") == "PeftSweep"]
     if len(sweeps) != 1:
         raise JobFileError([f"{source}: kubepeft run takes exactly one PeftSweep, found {len(sweeps)}"])
