@@ -34,7 +34,7 @@ SLOW_EXAMPLES = 5_000
 EXAMPLES = [
     doc
     for doc in (yaml.safe_load(path.read_text()) for path in sorted((REPO_ROOT / "examples").glob("*.yaml")))
-    if doc.get("kind") == "PeftJob"  # the run path checked here is the PeftJob one (sweeps: tests/api/test_sweep_api.py)
+    if doc.get("kind") == "PeftJob"  # the PeftJob run path (sweeps: tests/api/test_sweep_api.py)
 ]
 LINE = re.compile(r"fuzz\.yaml(#\d+)?(:\d+)?: \S.*")
 
