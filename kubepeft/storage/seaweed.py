@@ -106,6 +106,11 @@ class EmbeddedS3:
         return self.data_dir / "credentials"
 
     @property
+    def ports(self) -> dict[str, int]:
+        """The port of each ``weed mini`` port flag of the running server (empty when stopped)."""
+        return dict(self._ports)
+
+    @property
     def security_dir(self) -> Path:
         """Certificates, JWT keys and ``security.toml`` of the running server (0700)."""
         return self.credentials_dir / SECURITY_DIR

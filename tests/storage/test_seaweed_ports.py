@@ -125,7 +125,7 @@ def test_probes_reach_live_services_that_want_credentials(server: EmbeddedS3) ->
     context = _with_certificate(server.security_dir)
     answers = {}
     for flag in ("master.port", "filer.port"):
-        connection = http.client.HTTPSConnection(LOOPBACK, server._ports[flag], timeout=10, context=context)
+        connection = http.client.HTTPSConnection(LOOPBACK, server.ports[flag], timeout=10, context=context)
         path = "/dir/status" if flag == "master.port" else "/buckets/private/model/weights.bin"
         connection.request("GET", path)
         response = connection.getresponse()
