@@ -13,21 +13,14 @@ from typing import Any
 import kopf
 import kubernetes.client
 
-from kubepeft.api.models import GROUP, KIND, PLURAL, VERSION
+from kubepeft.api.models import GROUP, PLURAL, VERSION
 from kubepeft_operator import naming
+from kubepeft_operator.cache import controller_job
 from kubepeft_operator.reconciler import Reconciler
 from kubepeft_operator.settings import OperatorSettings
 from kubepeft_operator.sweep import handlers as sweep_handlers
 
 PROGRESS_COMPONENT = "progress"
-
-
-def owner_job(body: kopf.Body | dict[str, Any]) -> str | None:
-    """The PeftJob that controls a child, from its ownerReferences (labels may be shortened)."""
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/") and ref.get("controller"):
-            return str(ref.get("name"))
-    return None
 
 
 def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
@@ -113,7 +106,7 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
         reconciler = _reconciler(memo)
         if type == "DELETED":
             reconciler.cache.observe_pod(type, dict(body))
-        if job := owner_job(body):
+        if job := controller_job(dict(body)):
             await reconciler.trigger(body.metadata.namespace or "", job)
 
     @kopf.on.event("", "v1", "configmaps", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
@@ -123,7 +116,7 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
             reconciler.cache.observe_config_map(type, dict(body))
             return
         progress = body.metadata.labels.get(naming.LABEL_COMPONENT) == PROGRESS_COMPONENT
-        if progress and (job := owner_job(body)):
+        if progress and (job := controller_job(dict(body))):
             await reconciler.trigger(body.metadata.namespace or "", job)
 
     # Namespaces being deleted: their jobs are left alone (creating children there is refused,

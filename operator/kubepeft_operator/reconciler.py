@@ -93,7 +93,8 @@ class CreateRefused(Exception):
 
 
 class _Refusal(Exception):
-    """A child could not be created; carries the follow-up decision's maker."""
+    """A child could not be created. ``kind``: ``invalid`` (400/422), ``forbidden`` (403),
+    ``terminating`` (403, the namespace is being deleted) or ``conflict`` (not this job's)."""
 
     def __init__(self, kind: str, message: str, error: KubeError | None = None) -> None:
         super().__init__(message)
