@@ -342,8 +342,11 @@ class ApiServer:
         bookmark_interval: float = 30.0,
         history: int = 100_000,
         use_crd: bool = True,
+        cel: bool = True,
     ) -> None:
-        """``use_crd``: serve PeftJobs and PeftSweeps from the generated CRDs (schema pruning + validation)."""
+        """``use_crd``: serve PeftJobs and PeftSweeps from the generated CRDs (schema pruning + validation).
+        ``cel=False``: check PeftJobs against the schema only, without the CEL rules (cel-python costs
+        ~20 ms an object; a benchmark of the operator turns it off, the tests keep it)."""
         resources = list(resources or DEFAULT_RESOURCES)
         schemas = {}
         for crd_file in (PEFTJOB_CRD, PEFTSWEEP_CRD) if use_crd else ():
@@ -352,7 +355,7 @@ class ApiServer:
             rtype, schema = load_crd(crd_file)
             resources = [r for r in resources if r.key != rtype.key] + [rtype]
             schemas[rtype.key] = schema
-        self.store = Store(resources, history=history, schemas=schemas)
+        self.store = Store(resources, history=history, schemas=schemas, cel=cel)
         for namespace in ("default", "kube-system"):
             self.store._ensure_namespace(namespace)
         self._app = ApiServerApp(self.store, bookmark_interval)

@@ -4,8 +4,9 @@ Pruning drops fields the schema does not declare (unless ``x-kubernetes-preserve
 PeftJobs are then defaulted and checked by :mod:`kubepeft.api.validate` itself -- the one
 validator, CEL rules and transition rules (immutability) included -- so the emulator refuses
 what ``kubepeft validate`` refuses; whether the real API server agrees is the control-plane
-tier's question (``tests/cluster/test_crd.py``). Other custom resources get a plain jsonschema
-check of types, enums, patterns, bounds and ``required``.
+tier's question (``tests/cluster/test_crd.py``). Status writes (no CEL rule reads the status), other
+custom resources, and a store built with ``cel=False`` get a plain jsonschema check of types,
+enums, patterns, bounds and ``required``.
 """
 
 from __future__ import annotations
@@ -40,13 +41,16 @@ def prune(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
-def peftjob_errors(obj: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
-    """Default ``obj`` in place (the server stores defaulted objects), then validate it with the
-    project's validator: as an update of ``old`` when there is one (transition rules)."""
+def peftjob_errors(obj: dict[str, Any], old: dict[str, Any] | None, *, cel: bool, schema: dict[str, Any]) -> list[str]:
+    """Default ``obj`` in place (the server stores defaulted objects), then validate it: with the
+    project's validator when ``cel`` (as an update of ``old`` when there is one: transition
+    rules), else against the schema alone."""
     from kubepeft.api.validate import apply_defaults, crd_schema, validate_object, validate_update
 
     defaulted = apply_defaults(crd_schema(), obj)
     obj.update({key: value for key, value in defaulted.items() if key != "metadata"})  # callers hold metadata
+    if not cel:
+        return validation_errors(obj, schema)
     problems = validate_object(obj) if old is None else validate_update(old, obj)
     return [f"{problem.path or '<root>'}: {problem.reason}" for problem in problems][:5]
 

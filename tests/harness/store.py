@@ -108,8 +108,11 @@ class Store:
         resources: Iterable[ResourceType] = DEFAULT_RESOURCES,
         history: int = 100_000,
         schemas: dict[tuple[str, str, str], Obj] | None = None,
+        cel: bool = True,
     ) -> None:
         self.resources: dict[tuple[str, str, str], ResourceType] = {r.key: r for r in resources}
+        self.cel = cel
+        """Evaluate PeftJob CEL rules (through kubepeft.api.validate) on creates and spec updates."""
         self.schemas = dict(schemas or {})
         """openAPIV3Schema per custom resource: unknown fields are pruned, the rest validated."""
         self.objects: dict[ObjKey, Obj] = {}
@@ -176,7 +179,7 @@ class Store:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def _validate(self, rtype: ResourceType, obj: Obj, old: Obj | None = None) -> None:
+    def _validate(self, rtype: ResourceType, obj: Obj, old: Obj | None = None, status_only: bool = False) -> None:
         if obj.get("kind") not in (None, rtype.kind) or obj.get("apiVersion") not in (None, rtype.api_version):
             raise ApiError(
                 400, "BadRequest", f"the object is a {obj.get('apiVersion')}/{obj.get('kind')}, not {rtype.kind}"
@@ -188,7 +191,7 @@ class Store:
                 pruned = prune(obj[key], schema.get("properties", {}).get(key, {"type": "object", "properties": {}}))
                 obj[key] = pruned
             if rtype.group == models.GROUP and rtype.kind == models.KIND:
-                errors += peftjob_errors(obj, old)
+                errors += peftjob_errors(obj, old, cel=self.cel and not status_only, schema=schema)
             else:
                 errors += validation_errors(obj, schema)
         errors += label_errors(meta.get("labels") or {})
@@ -285,7 +288,7 @@ class Store:
             else:
                 meta.pop(immutable, None)
         new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
-        self._validate(rtype, new, current)
+        self._validate(rtype, new, current, status_only=subresource == "status")
         if _essence(new) != _essence(current):
             meta["generation"] = meta_now.get("generation", 1) + 1
         meta["resourceVersion"] = meta_now["resourceVersion"]
