@@ -10,6 +10,7 @@ requests went out anonymous).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Callable
@@ -60,6 +61,17 @@ def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Confi
             pass
     kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     return configuration
+
+
+MAX_THROTTLED_RETRIES = 10
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait after a 429: the server's ``Retry-After`` (1 s if absent), at most 10."""
+    try:
+        return min(10.0, max(0.1, float(value))) if value else 1.0
+    except ValueError:
+        return 1.0
 
 
 def _error(status: int, reason: str, text: str) -> KubeError:
@@ -138,17 +150,27 @@ class KubeApi:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One request; the answer's JSON, or :class:`KubeError` with the server's Status."""
-        if self._on_request is not None:
-            self._on_request(method)
-        headers = {"Content-Type": content_type}
-        if auth := authorization_header(self._configuration):
-            headers["Authorization"] = auth
+        """One request; the answer's JSON, or :class:`KubeError` with the server's Status.
+
+        A 429 (the server's priority and fairness limits, or a throttled etcd) is retried here
+        after the ``Retry-After`` it names, as client-go does, up to :data:`MAX_THROTTLED_RETRIES`
+        times: it is the server pacing a burst, not a failure to back off from.
+        """
         data = json.dumps(body) if body is not None else None
-        async with self._http().request(method, path, data=data, headers=headers, params=params) as response:
-            text = await response.text()
-            if response.status >= 400:
-                raise _error(response.status, response.reason or "", text)
+        for attempt in range(MAX_THROTTLED_RETRIES + 1):
+            if self._on_request is not None:
+                self._on_request(method)
+            headers = {"Content-Type": content_type}
+            if auth := authorization_header(self._configuration):
+                headers["Authorization"] = auth
+            async with self._http().request(method, path, data=data, headers=headers, params=params) as response:
+                text = await response.text()
+                if response.status == 429 and attempt < MAX_THROTTLED_RETRIES:
+                    await asyncio.sleep(_retry_after(response.headers.get("Retry-After")))
+                    continue
+                if response.status >= 400:
+                    raise _error(response.status, response.reason or "", text)
+            break
         return json.loads(text) if text else {}
 
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:

@@ -437,17 +437,18 @@ def decide(job: JobView, observed: Observed, now: datetime.datetime) -> Decision
     return decision
 
 
-def create_refused(job: JobView, now: datetime.datetime, message: str) -> Decision:
-    """Pure: the API server refused to create a child for a reason that may pass (HTTP 403: a
-    ResourceQuota, a missing PriorityClass, an admission policy). The attempt stays, the status
-    and a ``FailedCreate`` Event say why, and the reconcile is retried with backoff."""
+def create_refused(job: JobView, now: datetime.datetime, message: str, reason: str = "FailedCreate") -> Decision:
+    """Pure: a child cannot be created yet, for a reason that may pass (HTTP 403: a ResourceQuota,
+    a missing PriorityClass, an admission policy; or ``PreviousJobLeftovers``: a deleted job's
+    child of the same name not collected yet). The attempt stays, the ``Created`` condition and an
+    Event say why (once per distinct message), and the reconcile is retried with backoff."""
     decider = _Decider(job, Observed(), now)
     message = _clip(message)
     previous = get_condition(job.status.conditions, "Created")
     decider.st.message = f"attempt {job.status.attempts}: {message} (retrying)"
-    decider.condition("Created", "False", "FailedCreate", message)
-    if previous is None or previous.reason != "FailedCreate" or previous.message != message:
-        decider.event("Warning", "FailedCreate", message)
+    decider.condition("Created", "False", reason, message)
+    if previous is None or previous.reason != reason or previous.message != message:
+        decider.event("Warning", reason, message)
     return decider.d
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from kubepeft.api.models import PeftJobSpec
 from kubepeft_operator import naming
-from kubepeft_operator.cache import WatchCache, controller_uid
+from kubepeft_operator.cache import WatchCache, controller_job, controller_uid
 from kubepeft_operator.kube import KubeApi, KubeError
 from kubepeft_operator.lifecycle import (
     CreatePods,
@@ -94,7 +94,8 @@ class CreateRefused(Exception):
 
 class _Refusal(Exception):
     """A child could not be created. ``kind``: ``invalid`` (400/422), ``forbidden`` (403),
-    ``terminating`` (403, the namespace is being deleted) or ``conflict`` (not this job's)."""
+    ``terminating`` (403, the namespace is being deleted), ``leftover`` (a deleted job's of the same
+    name, not collected yet) or ``conflict`` (someone else's)."""
 
     def __init__(self, kind: str, message: str, error: KubeError | None = None) -> None:
         super().__init__(message)
@@ -299,10 +300,12 @@ class Reconciler:
             follow = reject(after, Observed(), now, refusal.message)
         elif refusal.kind == "conflict":
             follow = name_conflict(after, now, refusal.message)
+        elif refusal.kind == "leftover":
+            follow = create_refused(after, now, refusal.message, reason="PreviousJobLeftovers")
         else:
             follow = create_refused(after, now, refusal.message)
         await self.write_status(body, after, follow)
-        if refusal.kind == "forbidden":
+        if refusal.kind in ("forbidden", "leftover"):
             raise CreateRefused(refusal.message)
 
     # --- creating an attempt -----------------------------------------------------------------
@@ -357,13 +360,19 @@ class Reconciler:
         existing = await self._existing(obj)
         if existing is None:
             return False  # gone again since: the next reconcile creates it
-        if controller_uid(existing) != job.uid:
+        if controller_uid(existing) == job.uid:
+            return False
+        if controller_job(existing) == job.name:
+            # A child of a deleted PeftJob of the same name: the garbage collector removes it
+            # (its owner's uid no longer exists). Wait for that; it is not a conflict.
             raise _Refusal(
-                "conflict",
-                f"{what} already exists and is not controlled by this PeftJob (uid {job.uid}); "
-                "it was left untouched: delete it or rename the job",
+                "leftover", f"{what} of an earlier PeftJob named {job.name!r} is still being garbage-collected"
             )
-        return False
+        raise _Refusal(
+            "conflict",
+            f"{what} already exists and is not controlled by this PeftJob (uid {job.uid}); "
+            "it was left untouched: delete it or rename the job",
+        )
 
     async def _existing(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """The object of that name that is in the way. Pods and ConfigMaps come from the cache,

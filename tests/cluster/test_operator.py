@@ -353,3 +353,28 @@ def test_the_operator_killed_twice_mid_work_duplicates_nothing(
         expected = {"configmaps": 2, "pods": 2}.get(plural, 1)
         for name in names:
             assert len(per_job.get(name, [])) == expected, (plural, name, per_job.get(name))
+
+
+def test_a_job_deleted_and_created_again_under_its_name_waits_for_the_old_children(
+    admin: Kube, namespace: str, kubelet: FakeKubelet, operator: OperatorProcess
+) -> None:
+    """The real garbage collector removes a deleted job's children asynchronously: a new job of
+    the same name meets them (found by the operator scale benchmark). It waits; no NameConflict."""
+    add_secrets(admin, namespace)
+    old_uid = create_job(admin, namespace)["metadata"]["uid"]
+    wait_pods(admin, namespace, 2)
+    admin.delete(JOBS.format(ns=namespace) + "/tune", propagationPolicy="Background")
+    wait_for(lambda: get_job(admin, namespace) is None, what="the old job gone")
+    new_uid = create_job(admin, namespace)["metadata"]["uid"]
+    assert new_uid != old_uid
+
+    def owned_by_the_new_job() -> list[dict[str, Any]] | None:
+        pods = [p for p in job_pods(admin, namespace) if p["metadata"]["ownerReferences"][0]["uid"] == new_uid]
+        return pods if len(pods) == 2 else None
+
+    for pod in wait_for(owned_by_the_new_job, 120, what="the new job's own pods"):
+        if pod["spec"].get("nodeName"):
+            kubelet.run(pod)
+    status = job_status(admin, namespace)
+    assert status.get("phase") != "Failed", status
+    assert reason_of(status, "Failed") is None
