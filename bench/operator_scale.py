@@ -118,7 +118,7 @@ async def api(http: aiohttp.ClientSession, method: str, path: str, body: Any = N
         return await response.json() if response.content_type == "application/json" else None
 
 
-async def prepare(target: Target) -> None:
+async def prepare(target: Target, keep_existing: bool) -> None:
     """Namespaces, the Secret the jobs name, and (on a real server) the CRD, established."""
     async with target.session() as http:
         if target.emulator is None:
@@ -133,8 +133,9 @@ async def prepare(target: Target) -> None:
                 await asyncio.sleep(0.1)
             for ns in (NS, BASELINE_NS):
                 await api(http, "POST", "/api/v1/namespaces", {"metadata": {"name": ns}}, ok=(409,))
-            async with http.delete(JOBS_PATH) as response:  # a rerun starts from no jobs
-                await response.read()
+            if not keep_existing:
+                async with http.delete(JOBS_PATH) as response:  # a rerun starts from no jobs
+                    await response.read()
         secret = {"metadata": {"name": "creds"}, "data": SECRET_DATA}
         await api(http, "POST", f"/api/v1/namespaces/{NS}/secrets", secret, ok=(409,))
 
@@ -194,6 +195,22 @@ def start_operator(kubeconfig: Path, max_workers: int, metrics_port: int) -> sub
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def operator_settled(metrics_port: int, quiet: float = 2.0, limit: float = 180.0) -> None:
+    """Wait until the operator has worked through what it found at start (jobs already present):
+    its reconcile count stays put for ``quiet`` seconds."""
+    deadline = time.monotonic() + limit
+    last, since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        found = re.search(r"^kubepeft_reconcile_seconds_count (\S+)$", text, re.M)
+        count = float(found.group(1)) if found else 0.0
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.25)
+
+
 def operator_requests(metrics_port: int) -> float:
     """The operator's own count of the requests it sent (``kubepeft_api_requests_total``)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
@@ -217,7 +234,7 @@ class RssSampler(threading.Thread):
 
 
 async def run_jobs(
-    target: Target, jobs: int, nodes: int, rate: float, timeout: float
+    target: Target, jobs: int, nodes: int, rate: float, timeout: float, prefix: str = "job"
 ) -> tuple[dict[str, float], float]:
     expected = 6 + nodes
     created_at: dict[str, float] = {}
@@ -254,7 +271,7 @@ async def run_jobs(
         started = time.perf_counter()
         pending = []
         for i in range(jobs):
-            pending.append(asyncio.create_task(submit(f"job-{i:04d}")))
+            pending.append(asyncio.create_task(submit(f"{prefix}-{i:04d}")))
             if rate > 0:
                 await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.perf_counter()))
         await asyncio.gather(*pending)
@@ -287,13 +304,17 @@ def main() -> int:
     parser.add_argument("--kubeconfig", type=Path, default=None, help="a real cluster instead of the test API server")
     parser.add_argument("--baseline-samples", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for all children")
+    parser.add_argument("--prefix", default="job", help="job name prefix (a second run beside the first: another one)")
+    parser.add_argument(
+        "--keep-existing", action="store_true", help="real server: keep the jobs of earlier runs (a burst among them)"
+    )
     args = parser.parse_args()
     if args.burst is not None:
         args.jobs, args.rate = args.burst, 0.0
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Target.from_kubeconfig(args.kubeconfig) if args.kubeconfig else emulator_target(Path(tmp))
-        asyncio.run(prepare(target))
+        asyncio.run(prepare(target, args.keep_existing))
         base = asyncio.run(baseline(target, args.baseline_samples))
         metrics_port = free_port()
         operator = start_operator(target.kubeconfig, args.max_workers, metrics_port)
@@ -308,10 +329,13 @@ def main() -> int:
                 except OSError:
                     time.sleep(0.2)
             time.sleep(3.0)  # kopf has listed and started its watches
+            operator_settled(metrics_port)
             idle_rss = sampler.process.memory_info().rss
             requests_before = operator_requests(metrics_port)
             audit_before = len(target.emulator.store.audit) if target.emulator else 0
-            latencies, elapsed = asyncio.run(run_jobs(target, args.jobs, args.nodes, args.rate, args.timeout))
+            latencies, elapsed = asyncio.run(
+                run_jobs(target, args.jobs, args.nodes, args.rate, args.timeout, args.prefix)
+            )
             time.sleep(1.0)  # the last writes (status, events) land
             requests = operator_requests(metrics_port) - requests_before
         finally:

@@ -5,8 +5,8 @@ server: a reconcile costs no GET, and so does the periodic resync.
 
 Two rules keep it from going stale in a way that matters:
 
-- kopf feeds it through indexers, and kopf holds every handler until the initial listing of all
-  indexed kinds is in; so no reconcile ever sees a job without its pods at start-up.
+- At start-up one LIST of pods and ConfigMaps fills it before kopf starts its watches, so no
+  reconcile ever sees a job without its pods; kopf's event handlers keep it current.
 - The reconciler writes through what the API server answers to its own writes (a status patch,
   a created pod), so a reconcile that runs before the watch delivers that write still sees it.
   A body replaces another only when its resourceVersion is newer, and a deleted object leaves a
@@ -193,10 +193,6 @@ class WatchCache:
 
     def config_map(self, namespace: str, name: str) -> Body | None:
         return self._config_maps.objects.get((namespace, name))
-
-    def forget_job(self, namespace: str, name: str) -> None:
-        """Drop what is kept for a job that is gone (its pods go by their own DELETED events)."""
-        self._pods_by_job.pop((namespace, name), None)
 
     def sizes(self) -> dict[str, int]:
         return {

@@ -69,22 +69,13 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(configuration)
 
-    # Indexers feed the watch cache. kopf runs them for every event but deletions, before any
-    # handler, and holds all handlers until the initial listing of every indexed kind is in: so
-    # no reconcile ever sees a job without its pods. They return nothing (the cache is the index);
-    # deletions reach the cache through the event handlers below. Async: kopf would run a plain
-    # function in a thread pool.
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
-    async def cache_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _reconciler(memo).cache.observe_job("MODIFIED", dict(body))  # kopf never mutates a raw body
-
-    @kopf.index("", "v1", "pods", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
-    async def cache_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _reconciler(memo).cache.observe_pod("MODIFIED", dict(body))  # slimmed: a copy
-
-    @kopf.index("", "v1", "configmaps", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
-    async def cache_config_map(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _reconciler(memo).cache.observe_config_map("MODIFIED", dict(body))  # slimmed: a copy
+    # The watch cache is primed by one LIST of pods and ConfigMaps at start-up (before kopf starts
+    # its watches), then kept by the event handlers below. (kopf's own indexers would give the
+    # same start-up guarantee, but their readiness barrier costs O(n^2) in the number of objects
+    # listed: 40 s of a core for 3,500 objects, measured.)
+    @kopf.on.startup(registry=registry)
+    async def prime_cache(memo: kopf.Memo, **_: Any) -> None:
+        await _reconciler(memo).prime_cache(settings.watch_namespaces)
 
     sweep_handlers.register(registry)  # PeftSweeps: their own controller, same process
 
@@ -92,8 +83,8 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler = _reconciler(memo)
         key = (body.metadata.namespace or "", body.metadata.name or "")
+        reconciler.cache.observe_job(type, dict(body))  # kopf never mutates a raw body
         if type == "DELETED":
-            reconciler.cache.observe_job(type, dict(body))
             reconciler.forget(key)
             return
         reconciler.queue.known.add(key)
@@ -104,16 +95,15 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     @kopf.on.event("", "v1", "pods", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
     async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler = _reconciler(memo)
-        if type == "DELETED":
-            reconciler.cache.observe_pod(type, dict(body))
+        reconciler.cache.observe_pod(type, dict(body))  # slimmed: a copy
         if job := controller_job(dict(body)):
             await reconciler.trigger(body.metadata.namespace or "", job)
 
     @kopf.on.event("", "v1", "configmaps", labels={naming.LABEL_JOB_NAME: kopf.PRESENT}, registry=registry)
     async def config_map_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler = _reconciler(memo)
+        reconciler.cache.observe_config_map(type, dict(body))  # slimmed: a copy
         if type == "DELETED":
-            reconciler.cache.observe_config_map(type, dict(body))
             return
         progress = body.metadata.labels.get(naming.LABEL_COMPONENT) == PROGRESS_COMPONENT
         if progress and (job := controller_job(dict(body))):

@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubepeft.api.models import PeftJobSpec
+from kubepeft.api.models import GROUP, PLURAL, VERSION, PeftJobSpec
 from kubepeft_operator import naming
 from kubepeft_operator.cache import WatchCache, controller_job, controller_uid
-from kubepeft_operator.kube import KubeApi, KubeError
+from kubepeft_operator.kube import JOBS_PATH, KubeApi, KubeError
 from kubepeft_operator.lifecycle import (
     CreatePods,
     Decision,
@@ -126,9 +126,31 @@ class Reconciler:
         await self.queue.trigger((namespace, name))
 
     def forget(self, key: Key) -> None:
+        # The cache keeps the job's pods: they leave it with their own DELETED events (a pod event
+        # can come before its job's first event, and must not lose the job's pods).
         self.queue.forget(key)
-        self.cache.forget_job(*key)
         self.metrics.set_phase(key, None)
+
+    async def prime_cache(self, namespaces: tuple[str, ...]) -> None:
+        """Fill the cache with every PeftJob and every pod and ConfigMap labelled as a job's child
+        (one LIST each per watched namespace, or cluster-wide), so no reconcile sees a job
+        without its pods."""
+        selector = {"labelSelector": naming.LABEL_JOB_NAME}
+        for namespace in namespaces or (None,):
+            prefix = f"/api/v1/namespaces/{namespace}" if namespace else "/api/v1"
+            jobs_path = JOBS_PATH.format(namespace=namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+            jobs, pods, config_maps = await asyncio.gather(
+                self.kube.request("GET", jobs_path),
+                self.kube.request("GET", f"{prefix}/pods", params=selector),
+                self.kube.request("GET", f"{prefix}/configmaps", params=selector),
+            )
+            for job in jobs.get("items") or []:
+                self.cache.observe_job("ADDED", job)
+            for pod in pods.get("items") or []:
+                self.cache.observe_pod("ADDED", pod)
+            for config_map in config_maps.get("items") or []:
+                self.cache.observe_config_map("ADDED", config_map)
+        logger.info("watch cache primed: %s", self.cache.sizes())
 
     # --- the work ----------------------------------------------------------------------------
 
