@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import Pod, PodScript
-from tests.operator.scenario_support import TrainerKubelet
+from tests.harness.kubelet import FakeKubelet, Pod, PodScript
+from tests.operator.scenario_support import TrainerKubelet, TrialKubelet
 from tests.operator.support import NS, S3_KEYS, secret
 
 
@@ -22,10 +22,21 @@ def cluster(apiserver: ApiServer) -> ApiServer:
 
 @pytest.fixture
 def start_trainers(cluster: ApiServer) -> Any:
-    started: list[TrainerKubelet] = []
+    """Start fake kubelets whose pods behave like trainers (see :class:`TrainerKubelet`)."""
+    yield from _kubelets(cluster, TrainerKubelet)
 
-    def start(script: Callable[[Pod], PodScript | None]) -> TrainerKubelet:
-        kubelet = TrainerKubelet(cluster.url, script).start()
+
+@pytest.fixture
+def start_trials(cluster: ApiServer) -> Any:
+    """Start fake kubelets whose pods behave like sweep trials (see :class:`TrialKubelet`)."""
+    yield from _kubelets(cluster, TrialKubelet)
+
+
+def _kubelets(cluster: ApiServer, kind: type[FakeKubelet]) -> Any:
+    started: list[FakeKubelet] = []
+
+    def start(script: Callable[[Pod], PodScript | None]) -> FakeKubelet:
+        kubelet = kind(cluster.url, script).start()
         started.append(kubelet)
         return kubelet
 

@@ -4,39 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.fixtures.kube import wait_for
 from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import Pod, PodScript
-from tests.operator.scenario_support import TrialKubelet, peftsweep
-from tests.operator.support import NS, S3_KEYS, secret
+from tests.harness.kubelet import PodScript
+from tests.operator.scenario_support import peftsweep
+from tests.operator.support import NS
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def cluster(apiserver: ApiServer) -> ApiServer:
-    apiserver.create("secrets", NS, secret("model-creds", *S3_KEYS))
-    apiserver.create("secrets", NS, secret("s3-creds", *S3_KEYS))
-    return apiserver
-
-
-@pytest.fixture
-def start_trials(cluster: ApiServer) -> Any:
-    started: list[TrialKubelet] = []
-
-    def start(script: Callable[[Pod], PodScript | None]) -> TrialKubelet:
-        kubelet = TrialKubelet(cluster.url, script).start()
-        started.append(kubelet)
-        return kubelet
-
-    yield start
-    for kubelet in started:
-        kubelet.stop()
 
 
 def sweep_status(server: ApiServer, name: str = "ranks") -> dict[str, Any]:

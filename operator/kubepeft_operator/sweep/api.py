@@ -38,33 +38,26 @@ class SweepApi:
         except KubeError as exc:
             raise SweepApiError(exc.status, exc.message or exc.reason) from None
 
-    async def get_sweep(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
-            return await self._call("GET", _path(namespace, SWEEP_PLURAL, name))
+            return await self._call("GET", path)
         except SweepApiError as exc:
             if exc.status == 404:
                 return None
             raise
+
+    async def get_sweep(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(_path(namespace, SWEEP_PLURAL, name))
 
     async def list_trials(self, namespace: str, sweep: str) -> list[dict[str, Any]]:
         query = [("labelSelector", f"{LABEL_SWEEP}={sweep}")]
         return list((await self._call("GET", _path(namespace, PLURAL), query=query)).get("items") or [])
 
     async def get_progress(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
-        except SweepApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._call("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
-        except SweepApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._get_or_none(f"/api/v1/namespaces/{namespace}/pods/{name}")
 
     async def create_core(self, body: dict[str, Any]) -> bool:
         """Create a core/v1 object (the report's ConfigMap and Pod); False if it exists."""
