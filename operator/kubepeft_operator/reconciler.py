@@ -173,11 +173,8 @@ class Reconciler:
             return None
         if body["metadata"].get("deletionTimestamp"):
             return None  # going away; its children follow by garbage collection
-        if (
-            time.monotonic() - self._terminating.get(namespace, -TERMINATING_NAMESPACE_PAUSE)
-            < TERMINATING_NAMESPACE_PAUSE
-        ):
-            return None  # its namespace is being deleted: it will be gone soon, do not fight that
+        if self.namespace_terminating(namespace):
+            return None  # its namespace is being deleted: the job will be gone soon, do not fight that
         job = self.job_view(body)
         observed = self.observe(job)
         now = self.clock()
