@@ -218,18 +218,38 @@ def build_crd(
     status_model: type[BaseModel] = models.PeftJobStatus,
 ) -> dict[str, Any]:
     """The CustomResourceDefinition object (apiextensions.k8s.io/v1)."""
+    return crd_object(
+        kind=models.KIND,
+        plural=models.PLURAL,
+        singular=models.SINGULAR,
+        short_names=models.SHORT_NAMES,
+        printer_columns=PRINTER_COLUMNS,
+        schema=openapi_schema(spec_model, status_model),
+    )
+
+
+def crd_object(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: tuple[str, ...] | list[str],
+    printer_columns: list[dict[str, Any]],
+    schema: dict[str, Any],
+) -> dict[str, Any]:
+    """A namespaced kubepeft.dev CRD with one served and stored version and a status subresource."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME, "labels": {"app.kubernetes.io/part-of": "kubepeft"}},
+        "metadata": {"name": f"{plural}.{models.GROUP}", "labels": {"app.kubernetes.io/part-of": "kubepeft"}},
         "spec": {
             "group": models.GROUP,
             "names": {
-                "kind": models.KIND,
-                "listKind": f"{models.KIND}List",
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                "shortNames": list(models.SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": list(models.CATEGORIES),
             },
             "scope": "Namespaced",
@@ -239,8 +259,8 @@ def build_crd(
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
-                    "schema": {"openAPIV3Schema": openapi_schema(spec_model, status_model)},
+                    "additionalPrinterColumns": copy.deepcopy(printer_columns),
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import yaml
@@ -50,33 +49,14 @@ def openapi_schema() -> dict[str, Any]:
 
 def build_crd() -> dict[str, Any]:
     """The PeftSweep CustomResourceDefinition (apiextensions.k8s.io/v1)."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME, "labels": {"app.kubernetes.io/part-of": "kubepeft"}},
-        "spec": {
-            "group": models.GROUP,
-            "names": {
-                "kind": sweep_models.KIND,
-                "listKind": f"{sweep_models.KIND}List",
-                "plural": sweep_models.PLURAL,
-                "singular": sweep_models.SINGULAR,
-                "shortNames": list(sweep_models.SHORT_NAMES),
-                "categories": list(models.CATEGORIES),
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": models.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                }
-            ],
-        },
-    }
+    return crd.crd_object(
+        kind=sweep_models.KIND,
+        plural=sweep_models.PLURAL,
+        singular=sweep_models.SINGULAR,
+        short_names=sweep_models.SHORT_NAMES,
+        printer_columns=PRINTER_COLUMNS,
+        schema=openapi_schema(),
+    )
 
 
 def crd_yaml() -> str:
