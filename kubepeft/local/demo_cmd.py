@@ -201,29 +201,13 @@ def sample_prompt(job: LoadedJob) -> tuple[str | list[dict[str, str]], str] | No
 def greedy_sample(model_dir: Path, prompt: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
     """A greedy continuation of ``prompt`` (text, or chat messages) from a saved causal LM (plain transformers)."""
     import torch
+    from kubepeft_trainer.prompt_bank import greedy
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
-    encoded: Any
-    if isinstance(prompt, str):
-        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    else:
-        encoded = tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-    input_ids = encoded["input_ids"]
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return str(tokenizer.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True))
+    return greedy(model, tokenizer, prompt, max_new_tokens)
 
 
 def show_sample(job: LoadedJob, paths: DemoPaths, results: Path, console: Console) -> None:

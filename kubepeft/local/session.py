@@ -94,7 +94,7 @@ def node_base_env(run: LocalRun) -> dict[str, str]:
     return env
 
 
-class _Interrupt:
+class Interrupt:
     """Turns SIGINT/SIGTERM into a flag the follow loop checks (main thread only)."""
 
     def __init__(self) -> None:
@@ -105,7 +105,7 @@ class _Interrupt:
 
 
 @contextmanager
-def _catch_interrupts(flag: _Interrupt) -> Iterator[None]:
+def catch_interrupts(flag: Interrupt) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -142,9 +142,9 @@ def execute(
         plans=plans, base_env=node_base_env(run), command=trainer_command(run.config_path), inherit_fds=inherit_fds
     )
     tails = [ReportTail(plan.progress_file) for plan in plans]
-    interrupt = _Interrupt()
+    interrupt = Interrupt()
     failure_reports: list[TrainerReport] = []
-    with _catch_interrupts(interrupt), ProgressView(console) as view:
+    with catch_interrupts(interrupt), ProgressView(console) as view:
         group.start()
         try:
             while True:

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus, SweepTrial
 from kubepeft.contract import output_root
 from kubepeft.local.job_file import LoadedJob
 from kubepeft.local.progress_view import ReportTail
 from kubepeft.local.runner import NodeGroup, free_port, plan_nodes, trainer_command
-from kubepeft.local.session import EXIT_INTERRUPTED, node_base_env, prepare_run
+from kubepeft.local.session import EXIT_INTERRUPTED, Interrupt, catch_interrupts, node_base_env, prepare_run
 from kubepeft.local.storage_defaults import ResolvedStorage
 from kubepeft.local.sweep_view import SweepView
 from kubepeft.storage import Store, open_store
@@ -193,35 +188,14 @@ class SweepRun:
         save_state(self.state_path, self.spec, self.status)
 
 
-class _Flag:
-    def __init__(self) -> None:
-        self.set = False
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        self.set = True
-
-
-@contextmanager
-def _interrupts() -> Iterator[_Flag]:
-    flag = _Flag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {sig: signal.signal(sig, flag.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def drive(run: SweepRun) -> int:
     """Run the loop until the sweep ends (0 Succeeded, 1 Failed) or an interrupt (130)."""
-    with _interrupts() as interrupted:
+    interrupted = Interrupt()
+    with catch_interrupts(interrupted):
         while True:
             if run.step():
                 run.write_report()
-            if interrupted.set:
+            if interrupted.requested:
                 run.interrupt()
                 return EXIT_INTERRUPTED
             if run.status.phase in ("Succeeded", "Failed") and not run.processes:

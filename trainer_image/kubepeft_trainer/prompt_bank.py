@@ -69,11 +69,18 @@ def load_base(base_dir: Path) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def greedy(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
-    """Greedy continuation of ``prompt`` (deterministic: the outputs are compared across loads)."""
+def greedy(model: Any, tokenizer: Any, prompt: str | list[dict[str, str]], max_new_tokens: int) -> str:
+    """Greedy continuation of ``prompt``, text or chat messages (deterministic: the outputs are
+    compared across loads)."""
     import torch
 
-    encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    encoded: Any
+    if isinstance(prompt, str):
+        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    else:
+        encoded = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
     input_ids = encoded["input_ids"]
     with torch.no_grad():
         out = model.generate(
