@@ -112,29 +112,49 @@ class CredentialsSecretRef(ApiModel):
 
 # --- model, adapters, dataset -------------------------------------------------------------
 
-URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|hf://[^/\s]+/[^\s]+|/[^\s]*)$"
+S3_URI = r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?"
+# pvc://<claim>/<path>: a path on a PersistentVolumeClaim the job declares in spec.volumes.
+CLAIM_NAME_PATTERN = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+PVC_URI = rf"pvc://{CLAIM_NAME_PATTERN}(/[^\s]*)?"
+URI_PATTERN = rf"^({S3_URI}|hf://[^/\s]+/[^\s]+|{PVC_URI}|/[^\s]*)$"
+OUTPUT_URI_PATTERN = rf"^({S3_URI}|{PVC_URI}|/[^\s]*)$"
+ENDPOINT_PATTERN = r"^https?://[^\s/]+(/.*)?$"
 
 
-class ModelSpec(ApiModel):
+class SourceAccess(ApiModel):
+    """Where an input's S3 server is and how to sign in; every field defaults to the output's."""
+
+    endpoint: str | None = Field(default=None, max_length=1024, pattern=ENDPOINT_PATTERN)
+    """S3-compatible endpoint of this source; default: the output's endpoint."""
+    region: str | None = Field(default=None, max_length=64)
+    """S3 region of this source; default: the output's region."""
+    force_path_style: bool | None = None
+    """Path-style addressing for this source; default: the output's setting."""
+    credentials_secret_ref: CredentialsSecretRef | None = None
+    """Secret with this source's credentials (S3 keys or a hub token). Without it, a source on the
+    output's endpoint uses the output's credentials; a source on another endpoint gets none of the
+    output's keys (the standard AWS credential chain applies)."""
+
+
+class ModelSpec(SourceAccess):
     """The base model to fine-tune."""
 
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
-    """Where the base model lives: ``s3://bucket/prefix``, ``hf://org/name`` or an absolute path on a mounted volume."""
+    """Where the base model lives: ``s3://bucket/prefix``, ``hf://org/name``, ``pvc://claim/path`` or an
+    absolute path (in the image, or on a volume of ``spec.volumes``)."""
     revision: str | None = Field(default=None, max_length=255)
     """Hub revision (branch, tag or commit) for ``hf://`` models."""
-    credentials_secret_ref: CredentialsSecretRef | None = None
-    """Secret with credentials for the model source (S3 keys or a hub token)."""
     trust_remote_code: bool = False
     """Allow the model repository's own Python code to run. Off unless you trust the source."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """dtype to load the base weights in (QLoRA quantizes regardless)."""
 
 
-class AdapterSource(ApiModel):
+class AdapterSource(SourceAccess):
     """An existing PEFT adapter."""
 
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
-    """Where the adapter lives (``s3://``, ``hf://`` or a mounted path), in PEFT's layout."""
+    """Where the adapter lives (``s3://``, ``hf://``, ``pvc://`` or an absolute path), in PEFT's layout."""
     name: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
     """Adapter name inside the model; defaults to ``adapter<index>``."""
     weight: float = Field(default=1.0, ge=-10.0, le=10.0)
@@ -162,7 +182,7 @@ class AdaptersSpec(ApiModel):
     """How several adapters are combined (peft's ``add_weighted_adapter``). ``linear`` needs equal ranks."""
 
 
-class DatasetSpec(ApiModel):
+class DatasetSpec(SourceAccess):
     """Training data."""
 
     model_config = ConfigDict(
@@ -176,7 +196,7 @@ class DatasetSpec(ApiModel):
     )
 
     uri: str = Field(pattern=URI_PATTERN, max_length=1024)
-    """A file or prefix (``s3://``, absolute path) or a hub dataset (``hf://org/name``)."""
+    """A file or prefix (``s3://``, ``pvc://``, absolute path) or a hub dataset (``hf://org/name``)."""
     format: Literal["jsonl", "csv", "parquet", "hf"] = "jsonl"
     """File format; ``hf`` loads a hub dataset."""
     split: str = Field(default="train", max_length=64)
@@ -198,8 +218,6 @@ class DatasetSpec(ApiModel):
     """Fraction of records held out for evaluation (0 disables evaluation)."""
     max_samples: int | None = Field(default=None, ge=1)
     """Use at most this many records (after shuffling with the seed)."""
-    credentials_secret_ref: CredentialsSecretRef | None = None
-    """Secret with credentials for the dataset source; an ``s3://`` dataset defaults to the output's."""
 
 
 # --- methods ------------------------------------------------------------------------------
@@ -425,15 +443,36 @@ class DistributedSpec(ApiModel):
     """Keep parameters in CPU memory (deepspeed, ZeRO-3)."""
 
 
-# --- output, checkpoints, run policy ------------------------------------------------------
+# --- volumes, output, checkpoints, run policy ---------------------------------------------
+
+DEFAULT_VOLUME_ROOT = "/mnt/kubepeft/volumes"
+
+
+class VolumeSpec(ApiModel):
+    """A PersistentVolumeClaim mounted into every worker pod: read-only, unless the output is on it."""
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=f"^{CLAIM_NAME_PATTERN}$")
+    """Name of the PersistentVolumeClaim in the job's namespace; ``pvc://<claimName>/path`` names a path on it."""
+    mount_path: str | None = Field(default=None, max_length=1024, pattern=r"^/[^\s]*[^/\s]$")
+    """Where the claim is mounted in the workers (default ``/mnt/kubepeft/volumes/<claimName>``); absolute
+    paths under it work like ``pvc://`` URIs."""
+
+    def effective_mount_path(self) -> str:
+        return self.mount_path or f"{DEFAULT_VOLUME_ROOT}/{self.claim_name}"
+
+
+def _declared_claim(uri: str) -> str:
+    """CEL: a ``pvc://`` URI names a claim of ``spec.volumes``."""
+    on_claim = f"{uri} == 'pvc://' + v.claimName || {uri}.startsWith('pvc://' + v.claimName + '/')"
+    return f"!{uri}.startsWith('pvc://') || (has(self.volumes) && self.volumes.exists(v, {on_claim}))"
 
 
 class OutputSpec(ApiModel):
     """Where artifacts go: ``<uri>/<namespace>/<job>/{checkpoints/,adapter/,merged/,manifest.json}``."""
 
-    uri: str = Field(pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|/[^\s]*)$", max_length=1024)
-    """``s3://bucket/prefix`` or an absolute path on a mounted volume."""
-    endpoint: str | None = Field(default=None, max_length=1024, pattern=r"^https?://[^\s/]+(/.*)?$")
+    uri: str = Field(pattern=OUTPUT_URI_PATTERN, max_length=1024)
+    """``s3://bucket/prefix``, ``pvc://claim/path`` or an absolute path on a volume of ``spec.volumes``."""
+    endpoint: str | None = Field(default=None, max_length=1024, pattern=ENDPOINT_PATTERN)
     """S3-compatible endpoint URL; empty means AWS (or the local run's embedded server)."""
     region: str = Field(default="us-east-1", max_length=64)
     """S3 region."""
@@ -475,7 +514,7 @@ class RunPolicy(ApiModel):
 
 # Optional spec sections: adding or removing one after creation is refused by the spec-level rule;
 # changing one is refused by the section's own transition rule (`self == oldSelf`).
-OPTIONAL_SECTIONS = ("lora", "quantization", "promptTuning", "adapters", "dataset", "training")
+OPTIONAL_SECTIONS = ("lora", "quantization", "promptTuning", "adapters", "dataset", "training", "volumes")
 # runPolicy fields fixed at creation too: only suspend may change on a created job.
 OPTIONAL_RUN_POLICY_FIELDS = ("activeDeadlineSeconds", "ttlSecondsAfterFinished")
 
@@ -551,6 +590,31 @@ class PeftJobSpec(ApiModel):
                 "packing does not apply to method promptTuning (every example needs its own soft prompt)",
                 field_path=".training.packing",
             ),
+            cel(
+                _declared_claim("self.model.uri"),
+                "model.uri names a claim not in spec.volumes",
+                field_path=".model.uri",
+            ),
+            cel(
+                f"!has(self.dataset) || ({_declared_claim('self.dataset.uri')})",
+                "dataset.uri names a claim not in spec.volumes",
+                field_path=".dataset.uri",
+            ),
+            cel(
+                f"!has(self.adapters) || self.adapters.sources.all(s, {_declared_claim('s.uri')})",
+                "an adapters.sources uri names a claim not in spec.volumes",
+                field_path=".adapters.sources",
+            ),
+            cel(
+                _declared_claim("self.output.uri"),
+                "output.uri names a claim not in spec.volumes",
+                field_path=".output.uri",
+            ),
+            cel(
+                "!has(self.volumes) || self.volumes.all(a, self.volumes.exists_one(b, b.claimName == a.claimName))",
+                "each claim is declared once in spec.volumes",
+                field_path=".volumes",
+            ),
             cel(_presence_rule(), IMMUTABLE_MESSAGE, reason="FieldValueForbidden"),
         )
     )
@@ -575,6 +639,8 @@ class PeftJobSpec(ApiModel):
     """Workers: nodes, GPUs, CPU/memory, placement, image."""
     distributed: DistributedSpec = Field(default_factory=DistributedSpec, json_schema_extra=immutable())
     """DDP or DeepSpeed ZeRO."""
+    volumes: list[VolumeSpec] | None = Field(default=None, max_length=8, json_schema_extra=immutable())
+    """PersistentVolumeClaims to mount into the workers, for ``pvc://`` (or absolute-path) inputs and output."""
     output: OutputSpec = Field(json_schema_extra=immutable())
     """Where checkpoints, the adapter, the merged model and the manifest are written."""
     checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec, json_schema_extra=immutable())

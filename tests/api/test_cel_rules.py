@@ -76,6 +76,7 @@ IMMUTABLE_SPEC_FIELDS = (
     "training",
     "resources",
     "distributed",
+    "volumes",
     "output",
     "checkpointing",
 )
