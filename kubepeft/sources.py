@@ -1,0 +1,139 @@
+"""The inputs and the output of a job, each with where it lives and how it is reached.
+
+One pure answer used by every place that needs it: the operator (which Secrets and volumes to
+mount), ``kubepeft run`` (which folders to hand the trainer) and the trainer (what to download,
+from which endpoint, with which keys). Defaulting rules, in one place:
+
+* ``endpoint``, ``region`` and ``forcePathStyle`` of an input default to the output's;
+* an ``s3://`` input without its own ``credentialsSecretRef`` on the output's endpoint uses the
+  output's Secret; on another endpoint it gets none of the output's keys;
+* an ``hf://`` input never borrows the output's Secret (it holds S3 keys, not a hub token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kubepeft.api.models import CredentialsSecretRef, OutputSpec, PeftJobSpec, SourceAccess, VolumeSpec
+
+Scheme = Literal["s3", "hf", "pvc", "path"]
+OUTPUT = "output"
+MODEL = "model"
+DATASET = "dataset"
+ADAPTER_PREFIX = "adapter-"
+
+
+def scheme_of(uri: str) -> Scheme:
+    """The kind of location a URI names (an absolute path is ``path``)."""
+    for prefix, scheme in (("s3://", "s3"), ("hf://", "hf"), ("pvc://", "pvc")):
+        if uri.startswith(prefix):
+            return scheme  # type: ignore[return-value]
+    return "path"
+
+
+def is_remote(uri: str) -> bool:
+    """Reached over the network (S3 or the hub), so it may need credentials."""
+    return scheme_of(uri) in ("s3", "hf")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input or the output of a job."""
+
+    name: str
+    """``model``, ``dataset``, ``adapter-<i>`` or ``output``: names its credentials folder."""
+    uri: str
+    scheme: Scheme
+    endpoint: str | None
+    """The S3 endpoint; None means the output's (the operator's or the local run's default)."""
+    region: str
+    force_path_style: bool
+    credentials: CredentialsSecretRef | None
+    """The Secret to read keys from, after the defaulting rules (None: no Secret)."""
+    own_endpoint: bool = False
+    """The source names an endpoint other than the output's."""
+
+
+def _input(name: str, uri: str, access: SourceAccess, output: OutputSpec) -> Source:
+    scheme = scheme_of(uri)
+    own_endpoint = access.endpoint is not None and access.endpoint != output.endpoint
+    credentials = access.credentials_secret_ref
+    if credentials is None and scheme == "s3" and not own_endpoint:
+        credentials = output.credentials_secret_ref
+    return Source(
+        name=name,
+        uri=uri,
+        scheme=scheme,
+        endpoint=access.endpoint or output.endpoint,
+        region=access.region or output.region,
+        force_path_style=output.force_path_style if access.force_path_style is None else access.force_path_style,
+        credentials=credentials,
+        own_endpoint=own_endpoint,
+    )
+
+
+def output_source(spec: PeftJobSpec) -> Source:
+    out = spec.output
+    return Source(
+        name=OUTPUT,
+        uri=out.uri,
+        scheme=scheme_of(out.uri),
+        endpoint=out.endpoint,
+        region=out.region,
+        force_path_style=out.force_path_style,
+        credentials=out.credentials_secret_ref,
+    )
+
+
+def input_sources(spec: PeftJobSpec) -> list[Source]:
+    """The model, the dataset (if any) and each adapter source, in that order."""
+    sources = [_input(MODEL, spec.model.uri, spec.model, spec.output)]
+    if spec.dataset is not None:
+        sources.append(_input(DATASET, spec.dataset.uri, spec.dataset, spec.output))
+    for index, adapter in enumerate(spec.adapters.sources if spec.adapters else []):
+        sources.append(_input(f"{ADAPTER_PREFIX}{index}", adapter.uri, adapter, spec.output))
+    return sources
+
+
+def job_sources(spec: PeftJobSpec) -> list[Source]:
+    """Every input, then the output."""
+    return [*input_sources(spec), output_source(spec)]
+
+
+def claim_of(uri: str) -> tuple[str, str]:
+    """``pvc://claim/a/b`` -> ``("claim", "a/b")``."""
+    rest = uri.removeprefix("pvc://")
+    claim, _, path = rest.partition("/")
+    return claim, path
+
+
+def volume_for(spec: PeftJobSpec, claim: str) -> VolumeSpec:
+    """The declared volume of a claim (validation guarantees it exists)."""
+    for volume in spec.volumes or []:
+        if volume.claim_name == claim:
+            return volume
+    raise KeyError(f"claim {claim!r} is not declared in spec.volumes")
+
+
+def writable_claims(spec: PeftJobSpec) -> set[str]:
+    """Claims mounted read-write: the one holding the output (pvc:// or an absolute path under its
+    mount path). Every other claim is mounted read-only."""
+    uri = spec.output.uri
+    if scheme_of(uri) == "pvc":
+        return {claim_of(uri)[0]}
+    return {
+        v.claim_name
+        for v in spec.volumes or []
+        if uri == v.effective_mount_path() or uri.startswith(v.effective_mount_path() + "/")
+    }
+
+
+def mounted_path(spec: PeftJobSpec, uri: str, mount_root: dict[str, str] | None = None) -> str:
+    """Where a ``pvc://`` URI is on a worker's file system (or on this machine, when
+    ``mount_root`` maps claims to local folders, as ``kubepeft run`` does). Other URIs pass through."""
+    if scheme_of(uri) != "pvc":
+        return uri
+    claim, path = claim_of(uri)
+    root = (mount_root or {}).get(claim) or volume_for(spec, claim).effective_mount_path()
+    return f"{root.rstrip('/')}/{path}" if path else root
