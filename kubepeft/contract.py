@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubepeft.api.models import PeftJobSpec
+from kubepeft.sources import local_path
 
 CONFIG_VERSION: Literal["kubepeft.dev/trainer-config/v1"] = "kubepeft.dev/trainer-config/v1"
 REPORT_VERSION: Literal["kubepeft.dev/trainer-report/v1"] = "kubepeft.dev/trainer-report/v1"
@@ -106,6 +107,9 @@ class TrainerConfig(ContractModel):
     output: StoragePaths
     # Names of credential sources: each maps to a folder of mounted secret files.
     credentials_dirs: dict[str, str] = Field(default_factory=dict)
+    # Added in place (optional, v1 stays compatible): claim -> the folder it is at when not at its
+    # spec.volumes mount path (a local run's --volume). Pods leave it empty.
+    volume_dirs: dict[str, str] = Field(default_factory=dict)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
@@ -127,18 +131,23 @@ def build_trainer_config(
     uid: str = "",
     credentials_dirs: dict[str, str] | None = None,
     endpoint_override: str | None = None,
+    volume_dirs: dict[str, str] | None = None,
 ) -> TrainerConfig:
-    """Pure: the trainer config for a job. Used by the operator and by ``kubepeft run``."""
+    """Pure: the trainer config for a job. Used by the operator and by ``kubepeft run``.
+
+    An output on a volume (``pvc://`` or a path under a mount path) gets the root where the volume
+    is on the trainer's file system: its mount path, or its folder in ``volume_dirs``."""
     return TrainerConfig(
         job=JobRef(namespace=namespace, name=name, uid=uid),
         spec=spec,
         output=StoragePaths(
-            root=output_root(spec, namespace, name),
+            root=local_path(spec, output_root(spec, namespace, name), volume_dirs),
             endpoint=endpoint_override or spec.output.endpoint,
             region=spec.output.region,
             force_path_style=spec.output.force_path_style,
         ),
         credentials_dirs=credentials_dirs or {},
+        volume_dirs=volume_dirs or {},
     )
 
 

@@ -13,23 +13,17 @@ from which endpoint, with which keys). Defaulting rules, in one place:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from kubepeft.api.models import CredentialsSecretRef, OutputSpec, PeftJobSpec, SourceAccess, VolumeSpec
 
-Scheme = Literal["s3", "hf", "pvc", "path"]
+# The scheme test lives with the storage URIs (one definition); re-exported here for callers.
+from kubepeft.storage.uri import Scheme as Scheme
+from kubepeft.storage.uri import scheme_of as scheme_of
+
 OUTPUT = "output"
 MODEL = "model"
 DATASET = "dataset"
 ADAPTER_PREFIX = "adapter-"
-
-
-def scheme_of(uri: str) -> Scheme:
-    """The kind of location a URI names (an absolute path is ``path``)."""
-    for prefix, scheme in (("s3://", "s3"), ("hf://", "hf"), ("pvc://", "pvc")):
-        if uri.startswith(prefix):
-            return scheme  # type: ignore[return-value]
-    return "path"
 
 
 def is_remote(uri: str) -> bool:
@@ -137,3 +131,39 @@ def mounted_path(spec: PeftJobSpec, uri: str, mount_root: dict[str, str] | None 
     claim, path = claim_of(uri)
     root = (mount_root or {}).get(claim) or volume_for(spec, claim).effective_mount_path()
     return f"{root.rstrip('/')}/{path}" if path else root
+
+
+def volume_at(spec: PeftJobSpec, path: str) -> VolumeSpec | None:
+    """The declared volume whose mount path holds an absolute path, if any."""
+    for volume in spec.volumes or []:
+        mount = volume.effective_mount_path()
+        if path == mount or path.startswith(mount + "/"):
+            return volume
+    return None
+
+
+def claim_in_use(spec: PeftJobSpec, uri: str) -> str | None:
+    """The claim a URI is on: ``pvc://claim/...``, or an absolute path under a declared mount path."""
+    scheme = scheme_of(uri)
+    if scheme == "pvc":
+        return claim_of(uri)[0]
+    volume = volume_at(spec, uri) if scheme == "path" else None
+    return volume.claim_name if volume else None
+
+
+def used_claims(spec: PeftJobSpec) -> list[str]:
+    """The claims the job's inputs and output are on (a declared claim no URI uses is not listed)."""
+    return sorted({claim for source in job_sources(spec) if (claim := claim_in_use(spec, source.uri))})
+
+
+def local_path(spec: PeftJobSpec, uri: str, volume_dirs: dict[str, str] | None = None) -> str:
+    """Where a URI is on this file system: :func:`mounted_path` for ``pvc://``, and an absolute path
+    under a declared mount path moved to the folder ``volume_dirs`` maps its claim to (a local run's
+    ``--volume``). Without a mapping (in pods) paths are where the volumes are mounted."""
+    if scheme_of(uri) == "pvc":
+        return mounted_path(spec, uri, volume_dirs)
+    volume = volume_at(spec, uri) if scheme_of(uri) == "path" else None
+    if volume is None or volume.claim_name not in (volume_dirs or {}):
+        return uri
+    rest = uri[len(volume.effective_mount_path()) :]
+    return (volume_dirs or {})[volume.claim_name].rstrip("/") + rest

@@ -25,7 +25,7 @@ from kubepeft.local.runner import NodeGroup, free_port, plan_nodes, trainer_comm
 from kubepeft.local.session import EXIT_INTERRUPTED, Interrupt, catch_interrupts, node_base_env, prepare_run
 from kubepeft.local.storage_defaults import ResolvedStorage
 from kubepeft.local.sweep_view import SweepView
-from kubepeft.storage import Store, open_store
+from kubepeft.storage import Store, open_store_for
 from kubepeft.sweep.expand import trial_spec
 from kubepeft.sweep.paths import value_from_text
 from kubepeft.sweep.report import write_report
@@ -207,10 +207,4 @@ def drive(run: SweepRun) -> int:
 
 def open_sweep_store(spec: PeftSweepSpec, storage: ResolvedStorage) -> Store:
     output = spec.template.output
-    return open_store(
-        output.uri,
-        endpoint=storage.endpoint,
-        region=output.region,
-        force_path_style=output.force_path_style,
-        credentials_dir=storage.credentials_dir,
-    )
+    return open_store_for(output.uri, output, endpoint=storage.endpoint, credentials_dir=storage.credentials_dir)

@@ -14,7 +14,7 @@ from kubepeft.storage.errors import (
     RetryableStorageError,
     StorageError,
 )
-from kubepeft.storage.factory import open_store
+from kubepeft.storage.factory import StoreAccess, open_store, open_store_for
 from kubepeft.storage.manifest import MANIFEST_FORMAT, MANIFEST_NAME, FileEntry, Manifest, TransferStats, sha256_file
 from kubepeft.storage.retention import (
     apply_retention,
@@ -41,6 +41,7 @@ __all__ = [
     "RetryableStorageError",
     "StorageError",
     "Store",
+    "StoreAccess",
     "TransferStats",
     "TransferTuning",
     "apply_retention",
@@ -50,6 +51,7 @@ __all__ = [
     "join",
     "latest_checkpoint",
     "open_store",
+    "open_store_for",
     "parse_checkpoint_name",
     "read_credentials_dir",
     "sha256_file",

@@ -1,4 +1,5 @@
-"""Storage locations: ``s3://bucket/key`` or an absolute local path.
+"""Storage locations: ``s3://bucket/key`` or an absolute local path; and the one scheme test for
+every URI a job names (:func:`scheme_of`: ``s3``, ``hf``, ``pvc`` or ``path``).
 
 Rule for every :class:`~kubepeft.storage.Store` method: a URI that starts with ``s3://`` or
 ``/`` is absolute and used as is; anything else is a path relative to the store's root
@@ -10,10 +11,15 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from kubepeft.storage.errors import PermanentStorageError
 
 S3_SCHEME = "s3://"
+HF_SCHEME = "hf://"
+PVC_SCHEME = "pvc://"
+Scheme = Literal["s3", "hf", "pvc", "path"]
+_SCHEMES: tuple[tuple[str, Scheme], ...] = ((S3_SCHEME, "s3"), (HF_SCHEME, "hf"), (PVC_SCHEME, "pvc"))
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
@@ -37,8 +43,16 @@ class S3Location:
         return self.key.rstrip("/") + "/" if self.key.strip("/") else ""
 
 
+def scheme_of(uri: str) -> Scheme:
+    """The kind of location a URI names (an absolute path is ``path``)."""
+    for prefix, scheme in _SCHEMES:
+        if uri.startswith(prefix):
+            return scheme
+    return "path"
+
+
 def is_s3(uri: str) -> bool:
-    return uri.startswith(S3_SCHEME)
+    return scheme_of(uri) == "s3"
 
 
 def is_absolute(uri: str) -> bool:

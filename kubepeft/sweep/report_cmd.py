@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus
 from kubepeft.contract import EXIT_PERMANENT, EXIT_RETRYABLE, output_root
-from kubepeft.storage import StorageError, open_store
+from kubepeft.storage import StorageError, open_store_for
 from kubepeft.sweep.report import write_report
 
 
@@ -41,13 +41,7 @@ def run(args: argparse.Namespace) -> int:
     credentials = args.credentials_dir if args.credentials_dir and args.credentials_dir.is_dir() else None
     root = output_root(spec.template, namespace, name)
     try:
-        store = open_store(
-            output.uri,
-            endpoint=document.get("endpoint") or output.endpoint,
-            region=output.region,
-            force_path_style=output.force_path_style,
-            credentials_dir=credentials,
-        )
+        store = open_store_for(output.uri, output, endpoint=document.get("endpoint"), credentials_dir=credentials)
         with tempfile.TemporaryDirectory() as tmp:
             report = write_report(store, root, Path(tmp), name, spec, status)
     except StorageError as error:

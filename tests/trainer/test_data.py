@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 import torch
-from kubepeft_trainer.data import build_datasets, collate, fetch_dataset, load_records, split_records
+from kubepeft_trainer.data import build_datasets, collate, load_records, split_records
 from kubepeft_trainer.data.templates import IGNORE_INDEX
 from kubepeft_trainer.errors import PermanentTrainerError
+from kubepeft_trainer.inputs import fetch_dataset
 from kubepeft_trainer.tiny_model import tiny_chat_records, tiny_text_records, tiny_training_records
 
 from kubepeft.api.models import DatasetSpec, TrainingSpec
-from tests.fixtures.trainer import write_records
+from kubepeft.contract import TrainerConfig, build_trainer_config
+from tests.fixtures.trainer import make_spec, write_records
 
 torch.set_num_threads(1)
 
@@ -29,6 +31,15 @@ def tokenizer(tiny_model_dir: Path) -> Any:
 
 def dataset_spec(path: Path | str, **kw: Any) -> DatasetSpec:
     return DatasetSpec.model_validate({"uri": str(path), **kw})
+
+
+def data_config(uri: Path | str, s3: Any = None) -> TrainerConfig:
+    """The trainer config of a job reading ``uri`` (output credentials and endpoint from ``s3``)."""
+    spec = make_spec("/m", uri)
+    if s3 is None:
+        return build_trainer_config(spec, "tests", "job")
+    folders = {"output": str(s3.credentials_dir)}
+    return build_trainer_config(spec, "tests", "job", credentials_dirs=folders, endpoint_override=s3.endpoint)
 
 
 def training_spec(**kw: Any) -> TrainingSpec:
@@ -234,7 +245,7 @@ def test_empty_dataset_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(PermanentTrainerError, match="no records"):
         load_records(dataset_spec(path), path)
     with pytest.raises(PermanentTrainerError, match="no such file"):
-        fetch_dataset(dataset_spec(tmp_path / "nope.jsonl"), tmp_path)
+        fetch_dataset(data_config(tmp_path / "nope.jsonl"), tmp_path)
 
 
 # --- fetching ----------------------------------------------------------------------------------
@@ -242,7 +253,7 @@ def test_empty_dataset_and_missing_path(tmp_path: Path) -> None:
 
 def test_fetch_local_path_is_itself(tmp_path: Path) -> None:
     path = write_records(tmp_path, tiny_training_records(2), "jsonl")
-    assert fetch_dataset(dataset_spec(path), tmp_path / "work") == path
+    assert fetch_dataset(data_config(path), tmp_path / "work") == path
 
 
 def test_fetch_s3_object_and_verified_prefix(tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
@@ -250,23 +261,18 @@ def test_fetch_s3_object_and_verified_prefix(tmp_path: Path, s3_server: Any, s3_
 
     records = tiny_training_records(10)
     local = write_records(tmp_path / "src", records, "jsonl")
-    access = {
-        "endpoint": s3_server.endpoint,
-        "region": s3_server.region,
-        "credentials_dir": str(s3_server.credentials_dir),
-    }
-    store = open_store(f"s3://{s3_bucket}", **access)
+    store = open_store(f"s3://{s3_bucket}", endpoint=s3_server.endpoint, credentials_dir=str(s3_server.credentials_dir))
     store.upload_file(local, f"s3://{s3_bucket}/single/data.jsonl")
     store.upload_dir(local.parent, f"s3://{s3_bucket}/prefix", metadata={"kind": "dataset"})
     store.upload_file(local, f"s3://{s3_bucket}/nomanifest/data.jsonl")
 
     ds = dataset_spec(f"s3://{s3_bucket}/single/data.jsonl", template="promptResponse")
-    got = fetch_dataset(ds, tmp_path / "w1", **access)
+    got = fetch_dataset(data_config(ds.uri, s3_server), tmp_path / "w1")
     assert got.is_file() and load_records(ds, got) == records
 
     ds = dataset_spec(f"s3://{s3_bucket}/prefix", template="promptResponse")
-    got = fetch_dataset(ds, tmp_path / "w2", **access)
+    got = fetch_dataset(data_config(ds.uri, s3_server), tmp_path / "w2")
     assert got.is_dir() and load_records(ds, got) == records
 
     with pytest.raises(PermanentTrainerError, match=r"nomanifest has no manifest\.json"):
-        fetch_dataset(dataset_spec(f"s3://{s3_bucket}/nomanifest"), tmp_path / "w3", **access)
+        fetch_dataset(data_config(f"s3://{s3_bucket}/nomanifest", s3_server), tmp_path / "w3")

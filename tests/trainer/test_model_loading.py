@@ -10,15 +10,23 @@ from typing import Any
 import pytest
 import torch
 from kubepeft_trainer.errors import PermanentTrainerError
-from kubepeft_trainer.model_loading import base_dtype, fetch_model, load_base_model, load_tokenizer
+from kubepeft_trainer.inputs import fetch_adapters, fetch_base_model
+from kubepeft_trainer.model_loading import base_dtype, load_base_model, load_tokenizer
 from kubepeft_trainer.sources import parse_hf_uri, read_hf_token
 
-from kubepeft.api.models import ModelSpec
+from kubepeft.contract import TrainerConfig, build_trainer_config
 from tests.fixtures.trainer import make_spec
 
 torch.set_num_threads(1)
 
-NO_S3 = {"credentials_dir": None, "endpoint": None, "region": "us-east-1"}
+
+def model_config(uri: str, s3: Any = None, **overrides: Any) -> TrainerConfig:
+    """The trainer config of a job whose model is ``uri`` (output credentials and endpoint from ``s3``)."""
+    spec = make_spec(uri, **overrides)
+    if s3 is None:
+        return build_trainer_config(spec, "tests", "job")
+    folders = {"output": str(s3.credentials_dir)}
+    return build_trainer_config(spec, "tests", "job", credentials_dirs=folders, endpoint_override=s3.endpoint)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -26,9 +34,9 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def test_local_folder_is_used_in_place(tiny_model_dir: Path, tmp_path: Path) -> None:
-    assert fetch_model(ModelSpec(uri=str(tiny_model_dir)), tmp_path, **NO_S3) == tiny_model_dir
+    assert fetch_base_model(model_config(str(tiny_model_dir)), tmp_path) == tiny_model_dir
     with pytest.raises(PermanentTrainerError, match="no such directory"):
-        fetch_model(ModelSpec(uri=str(tmp_path / "missing")), tmp_path, **NO_S3)
+        fetch_base_model(model_config(str(tmp_path / "missing")), tmp_path)
 
 
 @pytest.mark.slow
@@ -44,14 +52,15 @@ def test_s3_model_prefix_is_downloaded_and_verified(
     }
     store = open_store(f"s3://{s3_bucket}", **access)
     store.upload_dir(tiny_model_dir, f"s3://{s3_bucket}/models/tiny", metadata={"kind": "model"})
-    local = fetch_model(ModelSpec(uri=f"s3://{s3_bucket}/models/tiny"), tmp_path / "work", **access)
+    # No model credentials of its own, on the output's endpoint: the output's folder, as the API says.
+    local = fetch_base_model(model_config(f"s3://{s3_bucket}/models/tiny", s3_server), tmp_path / "work")
     assert local == tmp_path / "work" / "model"
     assert {k: v for k, v in digest(local).items() if k != "manifest.json"} == digest(tiny_model_dir)
     assert load_base_model(local, make_spec(local)).config.hidden_size == 64
 
     store.upload_file(tiny_model_dir / "config.json", f"s3://{s3_bucket}/models/partial/config.json")
     with pytest.raises(PermanentTrainerError, match=r"model s3://.*/models/partial has no manifest\.json"):
-        fetch_model(ModelSpec(uri=f"s3://{s3_bucket}/models/partial"), tmp_path / "work2", **access)
+        fetch_base_model(model_config(f"s3://{s3_bucket}/models/partial", s3_server), tmp_path / "work2")
 
 
 def seed_hub_cache(cache: Path, repo_id: str, files: Path, commit: str = "0" * 40) -> Path:
@@ -71,11 +80,11 @@ def test_hub_model_resolves_through_the_hub_cache(
     # through the same call a cluster makes online.
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     snapshot = seed_hub_cache(tmp_path / "hf-cache", "org/tiny", tiny_model_dir)
-    assert fetch_model(ModelSpec(uri="hf://org/tiny"), tmp_path, **NO_S3) == snapshot
+    assert fetch_base_model(model_config("hf://org/tiny"), tmp_path) == snapshot
     from kubepeft_trainer.errors import RetryableTrainerError
 
     with pytest.raises(RetryableTrainerError, match="hf://org/other"):
-        fetch_model(ModelSpec(uri="hf://org/other"), tmp_path, **NO_S3)
+        fetch_base_model(model_config("hf://org/other"), tmp_path)
 
 
 def test_hub_uri_and_token_parsing(tmp_path: Path) -> None:
@@ -118,12 +127,13 @@ def test_a_folder_that_is_not_a_model_is_a_permanent_error(tmp_path: Path) -> No
 
 
 def test_fetch_adapter_from_a_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from kubepeft_trainer.adapters import fetch_adapter
-
-    from kubepeft.api.models import AdapterSource
-
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
-    assert fetch_adapter(AdapterSource(uri=str(tmp_path / "adapter")), tmp_path / "w") == tmp_path / "adapter"
+    adapters = {"sources": [{"uri": str(tmp_path / "adapter")}]}
+    assert fetch_adapters(model_config(str(tiny_model_dir), adapters=adapters), tmp_path / "w") == [
+        tmp_path / "adapter"
+    ]
     with pytest.raises(PermanentTrainerError, match=r"no adapter_config\.json"):
-        fetch_adapter(AdapterSource(uri=str(tiny_model_dir)), tmp_path / "w")
+        fetch_adapters(
+            model_config(str(tiny_model_dir), adapters={"sources": [{"uri": str(tiny_model_dir)}]}), tmp_path
+        )

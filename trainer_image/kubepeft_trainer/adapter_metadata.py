@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from kubepeft.api.models import ModelSpec
+from kubepeft.storage.uri import HF_SCHEME, scheme_of
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 MODEL_CARD_FILE = "README.md"
-HF_SCHEME = "hf://"
 # Fields peft holds as Python sets and dumps in hash order.
 SET_FIELDS = ("target_modules", "exclude_modules")
 PATH_FIELDS = ("base_model_name_or_path", "tokenizer_name_or_path")
@@ -31,7 +31,7 @@ PATH_FIELDS = ("base_model_name_or_path", "tokenizer_name_or_path")
 def model_reference(model: ModelSpec) -> tuple[str, str | None]:
     """Pure: (name to record, hub revision or None). ``hf://org/name@rev`` -> ``org/name``, ``rev``;
     any other URI is recorded as written."""
-    if not model.uri.startswith(HF_SCHEME):
+    if scheme_of(model.uri) != "hf":
         return model.uri, None
     repo, _, at_revision = model.uri[len(HF_SCHEME) :].partition("@")
     return repo.strip("/"), model.revision or at_revision or None

@@ -1,6 +1,6 @@
-"""Glue between the loop and the input stages: fetch the model, data and adapters a job names, and
-build the trainable model and the tokenized splits (the stages themselves live in
-``model_loading``, ``data``, ``methods`` and ``sources``).
+"""Glue between the loop and the input stages: fetch the model, data and adapters a job names
+(each through the one resolver in ``sources``: its own endpoint, credentials folder and volume),
+and build the trainable model and the tokenized splits (``model_loading``, ``data``, ``methods``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from kubepeft.contract import TrainerConfig
+from kubepeft.sources import ADAPTER_PREFIX, DATASET, MODEL
+from kubepeft_trainer.adapters import check_adapter_folder
+from kubepeft_trainer.sources import ADAPTER_INPUT, DATASET_INPUT, MODEL_INPUT, fetch_input, locate_inputs
 
 
 @dataclass
@@ -23,31 +26,26 @@ class TrainingInputs:
     collate: Callable[[list[Any]], dict[str, Any]]
 
 
-def _access(config: TrainerConfig, source: str) -> dict[str, Any]:
-    """Credentials and endpoint for an input: its own credential folder, the output's endpoint."""
-    return {
-        "credentials_dir": config.credentials_dirs.get(source) or config.credentials_dirs.get("output"),
-        "endpoint": config.output.endpoint,
-        "region": config.output.region,
-        "force_path_style": config.output.force_path_style,
-    }
-
-
 def fetch_base_model(config: TrainerConfig, workdir: Path) -> Path:
-    from kubepeft_trainer.model_loading import fetch_model
-
-    return fetch_model(config.spec.model, workdir, **_access(config, "model"))
+    located = locate_inputs(config)[MODEL]
+    return fetch_input(located, MODEL_INPUT, workdir, revision=config.spec.model.revision)
 
 
 def fetch_adapters(config: TrainerConfig, workdir: Path) -> list[Path]:
+    """Each adapter source with its own endpoint and credentials folder (``adapter-<i>``)."""
     if config.spec.adapters is None:
         return []
-    from kubepeft_trainer.adapters import fetch_adapter
-
+    located = locate_inputs(config)
     return [
-        fetch_adapter(source, workdir / f"adapter-{i}", **_access(config, "adapters"))
+        check_adapter_folder(fetch_input(located[f"{ADAPTER_PREFIX}{i}"], ADAPTER_INPUT, workdir), source.uri)
         for i, source in enumerate(config.spec.adapters.sources)
     ]
+
+
+def fetch_dataset(config: TrainerConfig, workdir: Path) -> Path:
+    assert config.spec.dataset is not None
+    located = locate_inputs(config)[DATASET]
+    return fetch_input(located, DATASET_INPUT, workdir, revision=config.spec.dataset.revision)
 
 
 def fetch_merge_inputs(config: TrainerConfig, workdir: Path) -> tuple[Path, list[Path]]:
@@ -63,13 +61,11 @@ class FetchedInputs:
 
 def fetch_training_inputs(config: TrainerConfig, workdir: Path) -> FetchedInputs:
     """Download (or find cached in ``workdir``) the model, adapters and data: no torch, no collectives."""
-    from kubepeft_trainer.data.fetch import fetch_dataset
-
     assert config.spec.dataset is not None
     return FetchedInputs(
         model_dir=fetch_base_model(config, workdir),
         adapters=fetch_adapters(config, workdir),
-        data_path=fetch_dataset(config.spec.dataset, workdir, **_access(config, "dataset")),
+        data_path=fetch_dataset(config, workdir),
     )
 
 
@@ -100,11 +96,9 @@ def preflight_dataset(config: TrainerConfig, workdir: Path) -> int:
     """Fetch (into the ranks' cache) and validate the dataset before any rank starts: a malformed
     row fails the job in seconds with its file and line, not after the ranks have loaded the model.
     Returns the number of records. Light: no torch import."""
-    from kubepeft_trainer.data.fetch import fetch_dataset
     from kubepeft_trainer.data.records import load_records
 
     spec = config.spec
     if spec.dataset is None:
         return 0
-    path = fetch_dataset(spec.dataset, workdir, **_access(config, "dataset"))
-    return len(load_records(spec.dataset, path))
+    return len(load_records(spec.dataset, fetch_dataset(config, workdir)))

@@ -1,4 +1,4 @@
-"""Fetch the base model (S3 prefix, hub, or a mounted folder) and load it with its tokenizer."""
+"""Load the base model (fetched by :mod:`kubepeft_trainer.sources`) with its tokenizer."""
 
 from __future__ import annotations
 
@@ -6,16 +6,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubepeft.api.models import ModelSpec, PeftJobSpec, QuantizationSpec
+from kubepeft.api.models import PeftJobSpec, QuantizationSpec
 from kubepeft_trainer.errors import PermanentTrainerError
-from kubepeft_trainer.sources import (
-    StorageAccess,
-    download_s3_prefix,
-    local_path,
-    parse_hf_uri,
-    read_hf_token,
-    snapshot_from_hub,
-)
 
 if TYPE_CHECKING:
     import torch
@@ -24,26 +16,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
-
-def fetch_model(
-    model: ModelSpec,
-    workdir: Path,
-    *,
-    credentials_dir: str | None,
-    endpoint: str | None,
-    region: str,
-    force_path_style: bool = True,
-) -> Path:
-    """A local folder holding the base model: downloaded and verified (s3), snapshotted (hub) or as is (path)."""
-    uri = model.uri
-    if uri.startswith("s3://"):
-        access = StorageAccess(credentials_dir, endpoint, region, force_path_style)
-        return download_s3_prefix(uri, Path(workdir) / "model", access, what="model")
-    if uri.startswith("hf://"):
-        ref = parse_hf_uri(uri, model.revision)
-        return snapshot_from_hub(ref, Path(workdir), repo_type="model", token=read_hf_token(credentials_dir))
-    return local_path(uri, what="model", want_dir=True)
 
 
 def load_tokenizer(path: Path, *, trust_remote_code: bool) -> PreTrainedTokenizerBase:

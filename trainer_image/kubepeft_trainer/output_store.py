@@ -6,23 +6,18 @@ import logging
 import os
 
 from kubepeft.contract import ENV_CREDENTIALS_DIR, TrainerConfig
-from kubepeft.storage import Store, open_store
-
-OUTPUT_CREDENTIALS = "output"
+from kubepeft.sources import output_source
+from kubepeft.storage import Store, open_store_for
 
 log = logging.getLogger(__name__)
 
 
 def open_output_store(config: TrainerConfig) -> Store:
-    """``config.output.root`` with the output's credential folder (mounted Secret files), if any."""
-    credentials = config.credentials_dirs.get(OUTPUT_CREDENTIALS) or os.environ.get(ENV_CREDENTIALS_DIR) or None
-    return open_store(
-        config.output.root,
-        endpoint=config.output.endpoint,
-        region=config.output.region,
-        force_path_style=config.output.force_path_style,
-        credentials_dir=credentials,
-    )
+    """``config.output.root`` (a volume's output already mapped to its folder) reached as the config's
+    output says, with the output's credential folder (mounted Secret files), if any."""
+    name = output_source(config.spec).name
+    credentials = config.credentials_dirs.get(name) or os.environ.get(ENV_CREDENTIALS_DIR) or None
+    return open_store_for(config.output.root, config.output, credentials_dir=credentials)
 
 
 def preflight_output(config: TrainerConfig, node_rank: int) -> None:

@@ -1,10 +1,9 @@
-"""Training data: fetch (s3/hub/path) -> records (jsonl/csv/parquet/hf, validated with file and row)
--> tokenized examples (text, promptResponse, chat templates; truncation, split) -> padding-free
-packed rows (optional) -> batches."""
+"""Training data (fetched by :mod:`kubepeft_trainer.sources`): records (jsonl/csv/parquet/hf,
+validated with file and row) -> tokenized examples (text, promptResponse, chat templates;
+truncation, split) -> padding-free packed rows (optional) -> batches."""
 
 from kubepeft_trainer.data.batches import collate, count_tokens, model_inputs, uses_varlen_attention
 from kubepeft_trainer.data.build import TokenizedDataset, build_datasets, split_records
-from kubepeft_trainer.data.fetch import fetch_dataset
 from kubepeft_trainer.data.packing import pack
 from kubepeft_trainer.data.records import load_records
 from kubepeft_trainer.data.templates import tokenize_record
@@ -14,7 +13,6 @@ __all__ = [
     "build_datasets",
     "collate",
     "count_tokens",
-    "fetch_dataset",
     "load_records",
     "model_inputs",
     "pack",
