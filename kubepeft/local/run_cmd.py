@@ -4,12 +4,14 @@ A file holding a PeftSweep runs the whole sweep instead (:mod:`kubepeft.local.sw
 
 Same spec, same validation, same trainer config (``build_trainer_config``), same ``kubepeft
 train`` processes with the same launcher environment as worker pods, same artifacts. Storage
-defaults: see :mod:`kubepeft.local.storage_defaults`. Ctrl-C stops the nodes cleanly; running the
+defaults: see :mod:`kubepeft.local.storage_defaults`; per-source credentials and volumes:
+:mod:`kubepeft.local.access`. Ctrl-C stops the nodes cleanly; running the
 same command again resumes from the latest checkpoint (same name and namespace -> same output
 root); while a run of the same job in the same workdir is alive, a second one is refused (exit 1,
 retryable: run again once the other has finished). Exit codes: the trainer's 0, 1 (retryable) or 3
 (permanent); 2 when the input is refused before anything starts (invalid manifest, unreadable file,
-bad flag -- as argparse's usage errors); a workdir that cannot be written is a storage error
+bad flag, a ``--credentials``/``--volume`` folder that does not exist, a claim the job uses without
+a ``--volume`` -- as argparse's usage errors); a workdir that cannot be written is a storage error
 (classified like every other); 130 after Ctrl-C.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kubepeft.cli import EXIT_CODES, endpoint_url
+from kubepeft.local.access import NO_ACCESS, LocalAccess, access_problems, name_and_folder
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
 from kubepeft.local.run_lock import RunBusyError, run_lock
 from kubepeft.local.session import default_workdir, execute, log_excerpt, prepare_run, run_dir_for
@@ -51,6 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY files for --endpoint or the job's endpoint",
     )
+    parser.add_argument(
+        "--credentials",
+        type=name_and_folder,
+        action="append",
+        default=None,
+        metavar="SOURCE=DIR",
+        help="a source's own credentials folder (model, dataset, adapter-<i>, output); repeatable",
+    )
+    parser.add_argument(
+        "--volume",
+        type=name_and_folder,
+        action="append",
+        default=None,
+        metavar="CLAIM=DIR",
+        help="the local folder standing for a claim of spec.volumes (pvc://CLAIM/...); repeatable",
+    )
     parser.add_argument("--name", default=None, help="job name (default: metadata.name)")
     parser.add_argument("--namespace", default=None, help="namespace (default: metadata.namespace, else 'default')")
     parser.add_argument(
@@ -70,7 +89,14 @@ def resume_command(args: argparse.Namespace) -> str:
     ):
         if value is not None:
             words += [flag, str(value)]
+    for flag, pairs in (("--credentials", args.credentials), ("--volume", args.volume)):
+        for name, folder in pairs or []:
+            words += [flag, f"{name}={folder}"]
     return shlex.join(words)
+
+
+def local_access(args: argparse.Namespace) -> LocalAccess:
+    return LocalAccess(credentials=dict(args.credentials or []), volumes=dict(args.volume or []))
 
 
 def run_loaded_job(
@@ -81,6 +107,7 @@ def run_loaded_job(
     credentials_dir: Path | None,
     console: Console,
     command: str,
+    access: LocalAccess = NO_ACCESS,
 ) -> RunOutcome:
     """Storage, config, nodes, summary: everything after loading the file (shared with the demo).
 
@@ -94,7 +121,7 @@ def run_loaded_job(
     ):
         if storage.embedded:
             console.print(f"embedded S3 at {storage.endpoint} (data in {plan.embedded_data_dir})", highlight=False)
-        run = prepare_run(job, storage, workdir)
+        run = prepare_run(job, storage, workdir, access)
         console.print(
             f"running {job.namespace}/{job.name}: {job.spec.resources.nodes} node(s) x "
             f"{job.spec.processes_per_node()} process(es), attempt {run.attempt}, output {run.config.output.root}",
@@ -134,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     from kubepeft.local.sweep_cmd import is_sweep_file, run_sweep
 
     if is_sweep_file(args.job):
+        if args.credentials or args.volume:
+            print("kubepeft run: --credentials and --volume apply to a PeftJob, not to a sweep", file=sys.stderr)
+            return EXIT_INVALID
         return run_sweep(args)
     console = Console(soft_wrap=True)
     try:
@@ -143,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return EXIT_INVALID
     workdir = (args.workdir or default_workdir()).absolute()
+    access = local_access(args)
+    embedded = plan_storage(job.spec, workdir=workdir, endpoint=args.endpoint, credentials_dir=None).embedded
+    problems = access_problems(job.spec, access, embedded=embedded)
+    for problem in problems:
+        print(f"kubepeft run: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_INVALID
     try:
         check_workdir(workdir)
         outcome = run_loaded_job(
@@ -152,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             credentials_dir=args.credentials_dir.absolute() if args.credentials_dir else None,
             console=console,
             command=resume_command(args),
+            access=access,
         )
     except (StorageError, OSError) as error:
         # Local file errors (workdir, logs, config) go through the same classifier as storage's.

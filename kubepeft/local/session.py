@@ -23,6 +23,7 @@ from types import FrameType
 from rich.console import Console
 
 from kubepeft.contract import EXIT_RETRYABLE, TrainerConfig, TrainerReport, build_trainer_config
+from kubepeft.local.access import NO_ACCESS, LocalAccess
 from kubepeft.local.job_file import LoadedJob, path_under
 from kubepeft.local.progress_view import ProgressView, ReportTail
 from kubepeft.local.runner import DEFAULT_GRACE_SECONDS, NodeGroup, free_port, plan_nodes, tail_text, trainer_command
@@ -53,21 +54,23 @@ class LocalRun:
     credentials_dir: Path | None
 
 
-def render_config(job: LoadedJob, storage: ResolvedStorage) -> TrainerConfig:
-    """Pure: the trainer config of a local run -- the operator's function, the local endpoint."""
+def render_config(job: LoadedJob, storage: ResolvedStorage, access: LocalAccess = NO_ACCESS) -> TrainerConfig:
+    """Pure: the trainer config of a local run -- the operator's function, the local endpoint, the
+    local credentials folders and the folders standing for the job's volumes."""
     return build_trainer_config(
         job.spec,
         job.namespace,
         job.name,
         uid=LOCAL_UID,
-        credentials_dirs=credentials_dirs(job.spec, storage.credentials_dir),
+        credentials_dirs=credentials_dirs(job.spec, storage.credentials_dir, access.credentials),
         endpoint_override=storage.endpoint,
+        volume_dirs=access.volume_dirs(),
     )
 
 
-def prepare_run(job: LoadedJob, storage: ResolvedStorage, workdir: Path) -> LocalRun:
+def prepare_run(job: LoadedJob, storage: ResolvedStorage, workdir: Path, access: LocalAccess = NO_ACCESS) -> LocalRun:
     """Write the config and count the attempt (each invocation for the same job is one attempt)."""
-    config = render_config(job, storage)
+    config = render_config(job, storage, access)
     run_dir = run_dir_for(workdir, job.namespace, job.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"

@@ -1,37 +1,31 @@
 """Where a local run's storage is: the job's own endpoint, a flag, or the embedded S3 server.
 
-Rule (pure, :func:`plan_storage`): when the job reads or writes ``s3://`` and neither the job
-(``output.endpoint``) nor ``--endpoint`` names a server, the run starts the embedded SeaweedFS
-with a persistent data directory under the workdir (``<workdir>/s3``), and every S3 source and the
-output use its credentials folder. A job whose URIs are all local absolute paths needs no server.
+Rule (pure, :func:`plan_storage`): when an ``s3://`` source without an endpoint of its own (or an
+``s3://`` output) is in the job and neither the job (``output.endpoint``) nor ``--endpoint`` names
+a server, the run starts the embedded SeaweedFS with a persistent data directory under the workdir
+(``<workdir>/s3``), and those sources and the output use its credentials folder. A source naming its
+own endpoint is read from there (with its own ``--credentials`` folder, or the standard AWS chain).
+A job whose URIs are all local paths or volumes needs no server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubepeft.api.models import PeftJobSpec
+from kubepeft.local.access import on_default_endpoint
+from kubepeft.sources import Source, is_remote, job_sources
+from kubepeft.storage.uri import S3_SCHEME, is_s3
 
 S3_DATA_DIR = "s3"
-# Names under which the trainer config lists credential folders: the operator's mount names.
-CREDENTIAL_SOURCES = ("model", "dataset", "output")
 
 
-def job_uris(spec: PeftJobSpec) -> list[str]:
-    """Every storage URI a job touches."""
-    uris = [spec.model.uri, spec.output.uri]
-    if spec.dataset is not None:
-        uris.append(spec.dataset.uri)
-    if spec.adapters is not None:
-        uris.extend(source.uri for source in spec.adapters.sources)
-    return uris
-
-
-def uses_s3(spec: PeftJobSpec) -> bool:
-    return any(uri.startswith("s3://") for uri in job_uris(spec))
+def uses_default_s3(spec: PeftJobSpec) -> bool:
+    """Some ``s3://`` source or the output is on the run's default endpoint."""
+    return any(on_default_endpoint(source) for source in job_sources(spec))
 
 
 @dataclass(frozen=True)
@@ -49,24 +43,34 @@ def plan_storage(
 ) -> StoragePlan:
     """Pure: which server and credentials a local run uses."""
     chosen = endpoint or spec.output.endpoint
-    if chosen or not uses_s3(spec):
+    if chosen or not uses_default_s3(spec):
         return StoragePlan(embedded=False, endpoint=chosen, credentials_dir=credentials_dir)
     # The embedded server only knows its own generated keys: a --credentials-dir cannot apply.
     data_dir = workdir / S3_DATA_DIR
     return StoragePlan(embedded=True, endpoint=None, credentials_dir=None, embedded_data_dir=data_dir)
 
 
-def credentials_dirs(spec: PeftJobSpec, credentials_dir: Path | None) -> dict[str, str]:
-    """The trainer config's ``credentials_dirs``, as the operator fills it: one entry per remote
-    source (model, dataset, output); locally they all read the one folder. Local paths need none."""
-    if credentials_dir is None:
-        return {}
-    uris = {"model": spec.model.uri, "dataset": spec.dataset.uri if spec.dataset else None, "output": spec.output.uri}
-    return {
-        source: str(credentials_dir)
-        for source in CREDENTIAL_SOURCES
-        if (uri := uris[source]) is not None and not uri.startswith("/")
-    }
+def _folder_for(source: Source, credentials_dir: Path | None, own: Mapping[str, Path]) -> Path | None:
+    if source.name in own:
+        return own[source.name]
+    if source.scheme == "s3" and source.own_endpoint:
+        return None  # as in the operator: a source on another endpoint gets none of the output's keys
+    return credentials_dir
+
+
+def credentials_dirs(
+    spec: PeftJobSpec, credentials_dir: Path | None, own: Mapping[str, Path] | None = None
+) -> dict[str, str]:
+    """The trainer config's ``credentials_dirs``, named as the operator names its mounts (one entry
+    per remote source, from :func:`kubepeft.sources.job_sources`): a source's own ``--credentials``
+    folder, else the run's one folder (``credentials_dir``) for sources on the default endpoint and
+    hub sources. Local paths and volumes need none."""
+    folders = {}
+    for source in job_sources(spec):
+        folder = _folder_for(source, credentials_dir, own or {})
+        if folder is not None and is_remote(source.uri):
+            folders[source.name] = str(folder)
+    return folders
 
 
 @dataclass(frozen=True)
@@ -93,4 +97,4 @@ def storage_for(plan: StoragePlan, *, create_buckets: tuple[str, ...] = ()) -> I
 
 
 def bucket_of(uri: str) -> str | None:
-    return uri[len("s3://") :].split("/", 1)[0] if uri.startswith("s3://") else None
+    return uri[len(S3_SCHEME) :].split("/", 1)[0] if is_s3(uri) else None
