@@ -7,14 +7,14 @@ from kubepeft_operator.settings import DEFAULT_CPU_IMAGE, OperatorSettings, Sett
 
 
 def test_defaults() -> None:
-    settings = OperatorSettings.from_env({})
+    settings = OperatorSettings.load({})
     assert settings.watch_namespaces == () and settings.image_pull_policy == "IfNotPresent"
     assert settings.trainer_image_cpu == DEFAULT_CPU_IMAGE and settings.metrics_port == 8080
     assert settings.health_port == 8081 and settings.peering == "" and settings.max_workers == 0
 
 
 def test_every_variable_is_read() -> None:
-    settings = OperatorSettings.from_env(
+    settings = OperatorSettings.load(
         {
             "KUBEPEFT_WATCH_NAMESPACES": "a, b,,",
             "KUBEPEFT_TRAINER_IMAGE": "gpu:1",
@@ -56,4 +56,4 @@ def test_every_variable_is_read() -> None:
 )
 def test_malformed_settings_are_refused(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
-        OperatorSettings.from_env({name: value})
+        OperatorSettings.load({name: value})
