@@ -60,7 +60,7 @@ class PlaneSettings(BaseSettings):
         env_prefix=ENV_PREFIX,
         case_sensitive=False,
         env_ignore_empty=True,
-        extra="ignore",
+        extra="forbid",
         frozen=True,
     )
 
@@ -175,6 +175,15 @@ def type_name(annotation: Any) -> str:
     return f"{name}[{', '.join(type_name(arg) for arg in args)}]"
 
 
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def _bounds(metadata: list[Any]) -> str:
+    """`` > 0`` for a PositiveInt: the numeric bounds of a field, as the table shows them."""
+    found = [f" {sign} {getattr(item, bound)}" for item in metadata for bound, sign in _BOUNDS if hasattr(item, bound)]
+    return "".join(found)
+
+
 def rows(cls: type[PlaneSettings]) -> list[SettingRow]:
     """The documented variables of one settings model, in declaration order."""
     out = []
@@ -183,7 +192,7 @@ def rows(cls: type[PlaneSettings]) -> list[SettingRow]:
         out.append(
             SettingRow(
                 variable=cls.variable(name),
-                type=type_name(info.annotation),
+                type=type_name(info.annotation) + _bounds(info.metadata),
                 default="" if default in (None, "", (), [], {}) else str(default),
                 description=(info.description or "").strip(),
             )

@@ -67,10 +67,12 @@ def test_empty_variables_count_as_unset() -> None:
     assert Sample.load(empty) == Sample()
 
 
-def test_models_are_frozen() -> None:
+def test_models_are_frozen_and_refuse_unknown_fields_in_code() -> None:
     settings = Sample.load({})
     with pytest.raises(ValidationError):
         settings.name = "changed"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="nmae"):
+        Sample(nmae="typo")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
@@ -125,7 +127,8 @@ def test_core_settings_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch
 def test_rows_describe_each_field_in_order() -> None:
     table = {row.variable: row for row in rows(Sample)}
     assert list(table) == [f"KUBEPEFT_{name.upper()}" for name in Sample.model_fields]
-    assert (table["KUBEPEFT_COUNT"].type, table["KUBEPEFT_COUNT"].default) == ("int", "3")
+    assert (table["KUBEPEFT_COUNT"].type, table["KUBEPEFT_COUNT"].default) == ("int > 0", "3")
+    assert table["KUBEPEFT_RATIO"].type == "float"
     assert table["KUBEPEFT_NAMES"].type == "tuple[str]" and table["KUBEPEFT_NAMES"].default == ""
     assert table["KUBEPEFT_LABELS"].type == "dict[str, str]"
     assert table["KUBEPEFT_MODE"].type == "'a' \\| 'b'" and table["KUBEPEFT_MODE"].description == "a choice"
