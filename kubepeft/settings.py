@@ -49,12 +49,18 @@ class _MappingEnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+        # Surrounding whitespace is never meant (a quoted YAML value, a stray space): stripped,
+        # so a blank variable is unset like an empty one.
+        stripped = {key: value.strip() for key, value in self._environ.items()}
+        return parse_env_vars(stripped, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
 class PlaneSettings(BaseSettings):
     """Base of the settings models: ``KUBEPEFT_<FIELD>`` variables, frozen.
-    An empty variable counts as unset (Helm renders unset values as empty strings)."""
+
+    Values are stripped; an empty variable counts as unset (Helm renders unset values as empty
+    strings). A field validator of a derived model raises ``ValueError("<what it must be>")``:
+    the error then reads ``KUBEPEFT_X must be <what it must be>, not '<value>'``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

@@ -1,4 +1,4 @@
-"""Operator settings come from the environment; malformed ones stop the operator with a clear error."""
+"""Operator settings come from the environment (`OperatorSettings.load`); malformed ones stop the operator with a clear error."""
 
 from __future__ import annotations
 
@@ -57,3 +57,17 @@ def test_every_variable_is_read() -> None:
 def test_malformed_settings_are_refused(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         OperatorSettings.load({name: value})
+
+
+def test_connections_and_resync_have_floors() -> None:
+    settings = OperatorSettings.load({"KUBEPEFT_API_CONNECTIONS": "0", "KUBEPEFT_RESYNC_SECONDS": "0.2"})
+    assert (settings.api_connections, settings.resync_seconds) == (1, 1.0)
+    assert OperatorSettings(resync_seconds=5).resync_seconds == 5.0
+    with pytest.raises(SettingsError, match="^KUBEPEFT_RESYNC_SECONDS must be a valid number, not 'soon'"):
+        OperatorSettings.load({"KUBEPEFT_RESYNC_SECONDS": "soon"})
+
+
+def test_a_model_built_in_code_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEPEFT_TRAINER_IMAGE", "from-the-environment:1")
+    assert OperatorSettings().trainer_image != "from-the-environment:1"
+    assert OperatorSettings.load().trainer_image == "from-the-environment:1"

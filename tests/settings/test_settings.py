@@ -62,9 +62,15 @@ def test_the_process_environment_is_read_by_load_only(monkeypatch: pytest.Monkey
     assert Sample().name == "default" and Sample(count=2).count == 2, "direct construction reads nothing"
 
 
-def test_empty_variables_count_as_unset() -> None:
+def test_empty_and_blank_variables_count_as_unset_and_values_are_stripped() -> None:
     empty = {f"KUBEPEFT_{name.upper()}": "" for name in Sample.model_fields}
     assert Sample.load(empty) == Sample()
+    blank = {f"KUBEPEFT_{name.upper()}": "  " for name in Sample.model_fields}
+    assert Sample.load(blank) == Sample()
+    assert Sample.load({"KUBEPEFT_MODE": " b ", "KUBEPEFT_COUNT": " 4\n"}).model_dump(include={"mode", "count"}) == {
+        "mode": "b",
+        "count": 4,
+    }
 
 
 def test_models_are_frozen_and_refuse_unknown_fields_in_code() -> None:
