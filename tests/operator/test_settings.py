@@ -1,4 +1,5 @@
-"""Operator settings come from the environment (`OperatorSettings.load`); malformed ones stop the operator with a clear error."""
+"""Operator settings come from the environment (`OperatorSettings.load`); malformed ones stop the
+operator with a clear error."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def test_connections_and_resync_have_floors() -> None:
     settings = OperatorSettings.load({"KUBEPEFT_API_CONNECTIONS": "0", "KUBEPEFT_RESYNC_SECONDS": "0.2"})
     assert (settings.api_connections, settings.resync_seconds) == (1, 1.0)
     assert OperatorSettings(resync_seconds=5).resync_seconds == 5.0
-    with pytest.raises(SettingsError, match="^KUBEPEFT_RESYNC_SECONDS must be a valid number, not 'soon'"):
+    with pytest.raises(SettingsError, match=r"^KUBEPEFT_RESYNC_SECONDS must be a valid number, not 'soon'"):
         OperatorSettings.load({"KUBEPEFT_RESYNC_SECONDS": "soon"})
 
 
