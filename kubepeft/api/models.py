@@ -715,7 +715,7 @@ class Progress(TrainingProgress, _ProgressDisplay):
 
 class Artifacts(ApiModel):
     """Where the results are; each set is complete only once its manifest exists. The trainer's
-    report carries the same block (``kubepeft.contract.ReportArtifacts`` is this class)."""
+    report carries the same block (``kubepeft.contract.ReportArtifacts`` derives from this class)."""
 
     adapter: str | None = None
     """URI of the exported adapter (PEFT layout)."""
