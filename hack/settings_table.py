@@ -33,10 +33,10 @@ HEADER = """# Settings
 
 Every `KUBEPEFT_*` variable a kubepeft process reads, by plane. Each plane reads its variables once,
 when it starts, into one typed model (`kubepeft.settings.CoreSettings`,
-`kubepeft_operator.settings.OperatorSettings`, ...). An empty variable counts as unset; a malformed
-one stops the process with an error naming the variable. Lists marked `tuple[str]` are
-comma-separated; `dict` and `list` values are JSON. The core's variables apply to every process
-that opens a store (the trainer, `kubepeft run`, `kubepeft verify`, sweep reports).
+`kubepeft_operator.settings.OperatorSettings`, ...). Values are stripped and an empty one counts as
+unset; a malformed one stops the process with an error naming the variable. Lists marked
+`tuple[str]` are comma-separated; `dict` and `list` values are JSON. The core's variables apply to
+every process that opens a store (the trainer, `kubepeft run`, `kubepeft verify`, sweep reports).
 
 The variables the operator renders into worker pods for the trainer (`KUBEPEFT_CONFIG`,
 `KUBEPEFT_NODE_RANK`, ...) are the operator-trainer contract, named once in `kubepeft/contract.py`.
