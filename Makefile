@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE ?= 1
 
-.PHONY: setup crds lint test test-fast test-slow test-cluster demo bench kind-e2e clean help
+.PHONY: setup crds settings lint test test-fast test-slow test-cluster demo bench kind-e2e clean help
 
 # The control-plane tier's binaries (envtest convention): etcd, kube-apiserver, kube-controller-manager.
 CLUSTER_ASSETS ?= $(or $(KUBEBUILDER_ASSETS),$(HOME)/.cache/kubepeft/kube-bin)
@@ -20,6 +20,7 @@ help:
 	@echo "make test-cluster  the control-plane tier (real etcd + kube-apiserver; see docs/testing.md)"
 	@echo "make lint       ruff + mypy + shellcheck + hadolint"
 	@echo "make crds       regenerate crds/ and the chart's CRD from the typed API"
+	@echo "make settings   regenerate docs/settings.md from the planes' settings models"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make kind-e2e   kind cluster end to end (needs Docker)"
 
@@ -34,6 +35,9 @@ setup: $(PY)
 
 crds:
 	$(PY) -m kubepeft crds --write
+
+settings:
+	$(PY) hack/settings_table.py --write
 
 lint:
 	$(VENV)/bin/ruff check .

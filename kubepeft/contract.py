@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubepeft.api.models import PeftJobSpec
+from kubepeft.api.models import Artifacts, PeftJobSpec, TrainingProgress
 from kubepeft.sources import local_path
 
 CONFIG_VERSION: Literal["kubepeft.dev/trainer-config/v1"] = "kubepeft.dev/trainer-config/v1"
@@ -151,23 +151,25 @@ def build_trainer_config(
     )
 
 
-class ReportProgress(ContractModel):
+# The report reads its own names only (snake_case), as it always has; the status's wire is camelCase.
+_REPORT_NAMES = ConfigDict(validate_by_alias=False, validate_by_name=True)
+
+
+class ReportProgress(TrainingProgress):
+    """The report's progress: the API's :class:`~kubepeft.api.models.TrainingProgress` (one
+    definition for status and report), with step, total steps and epoch always present."""
+
+    model_config = _REPORT_NAMES
+
     step: int = 0
     total_steps: int = 0
     epoch: float = 0.0
-    loss: float | None = None
-    eval_loss: float | None = None
-    learning_rate: float | None = None
-    tokens_per_second: float | None = None
-    eta_seconds: int | None = None
 
 
-class ReportArtifacts(ContractModel):
-    adapter: str | None = None
-    merged: str | None = None
-    manifest: str | None = None
-    latest_checkpoint: str | None = None
-    loss_curve: str | None = None
+class ReportArtifacts(Artifacts):
+    """The report's artifacts: the API's :class:`~kubepeft.api.models.Artifacts` (one definition)."""
+
+    model_config = _REPORT_NAMES
 
 
 class TrainerReport(ContractModel):

@@ -88,15 +88,6 @@ class ApiModel(BaseModel):
 # --- references ---------------------------------------------------------------------------
 
 
-class SecretKeySelector(ApiModel):
-    """One key of a Secret in the job's namespace."""
-
-    name: str = Field(min_length=1, max_length=253)
-    """Name of the Secret."""
-    key: str = Field(min_length=1, max_length=253)
-    """Key inside the Secret."""
-
-
 class CredentialsSecretRef(ApiModel):
     """A Secret holding credentials; its values are mounted as files, never copied into the spec."""
 
@@ -666,7 +657,6 @@ class PeftJobSpec(ApiModel):
 # --- status -------------------------------------------------------------------------------
 
 Phase = Literal["Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
-ConditionType = Literal["Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 
 
 class Condition(ApiModel):
@@ -688,11 +678,16 @@ class Condition(ApiModel):
     """The spec generation this condition was computed from."""
 
 
-class Progress(ApiModel):
-    """Live training progress reported by the trainer."""
-
+class _ProgressDisplay(ApiModel):
+    # A base of Progress only so that ``display`` stays the first property of the status schema.
     display: str | None = None
     """``step/totalSteps`` as text, for ``kubectl get`` (the operator fills it in)."""
+
+
+class TrainingProgress(ApiModel):
+    """Progress as the trainer measures it: the ``progress`` block of its report
+    (``kubepeft.contract.ReportProgress``) and the measured part of ``.status.progress``."""
+
     step: int | None = None
     """Optimizer steps done."""
     total_steps: int | None = None
@@ -709,12 +704,18 @@ class Progress(ApiModel):
     """Training throughput (all ranks, real tokens)."""
     eta_seconds: int | None = None
     """Estimated seconds to the end of training."""
+
+
+class Progress(TrainingProgress, _ProgressDisplay):
+    """Live training progress reported by the trainer."""
+
     last_update_time: str | None = None
     """When the trainer last reported (RFC 3339)."""
 
 
 class Artifacts(ApiModel):
-    """Where the results are; each set is complete only once its manifest exists."""
+    """Where the results are; each set is complete only once its manifest exists. The trainer's
+    report carries the same block (``kubepeft.contract.ReportArtifacts`` derives from this class)."""
 
     adapter: str | None = None
     """URI of the exported adapter (PEFT layout)."""

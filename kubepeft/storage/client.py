@@ -8,7 +8,7 @@ them) wins; otherwise the standard AWS chain (environment, shared config, instan
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from kubepeft.settings import CoreSettings, SettingsError, core_settings
 from kubepeft.storage.errors import PermanentStorageError
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ MB = 1024 * 1024
 ACCESS_KEY_FILE = "AWS_ACCESS_KEY_ID"
 SECRET_KEY_FILE = "AWS_SECRET_ACCESS_KEY"
 SESSION_TOKEN_FILE = "AWS_SESSION_TOKEN"
-RETRY_MODES = ("standard", "adaptive", "legacy")  # botocore's retry modes
 
 
 @dataclass(frozen=True)
@@ -46,50 +46,45 @@ class Credentials:
         return [v for v in (self.access_key_id, self.secret_access_key, self.session_token) if v]
 
 
+_DEFAULTS = CoreSettings()  # the measured defaults, one definition (docs/storage.md, Tuning)
+
+
 @dataclass(frozen=True)
 class TransferTuning:
     """Part size and parallelism of transfers.
 
-    Defaults were measured against SeaweedFS on a 2-core machine (see docs/storage.md, Tuning);
-    ``KUBEPEFT_S3_PART_MB`` / ``KUBEPEFT_S3_CONCURRENCY`` override them without code changes.
+    Defaults are :class:`~kubepeft.settings.CoreSettings`' (``KUBEPEFT_S3_*`` override them
+    without code changes); the timeouts are fixed.
     """
 
-    multipart_threshold: int = 16 * MB
-    part_size: int = 16 * MB
-    concurrency: int = 8
-    max_attempts: int = 10
-    retry_mode: str = "standard"
+    multipart_threshold: int = _DEFAULTS.s3_part_mb * MB
+    part_size: int = _DEFAULTS.s3_part_mb * MB
+    concurrency: int = _DEFAULTS.s3_concurrency
+    max_attempts: int = _DEFAULTS.s3_max_attempts
+    retry_mode: str = _DEFAULTS.s3_retry_mode
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> TransferTuning:
-        """Overrides from ``KUBEPEFT_S3_*``; a malformed value is a permanent error naming the variable."""
-        env = os.environ if environ is None else environ
-        defaults = cls()
-
-        def positive(name: str) -> int:
-            value = (env.get(name) or "").strip()
-            if not value:
-                return 0
-            if not value.isdigit() or int(value) < 1:
-                raise PermanentStorageError(f"{name} must be a positive integer, not {value!r}", code="InvalidConfig")
-            return int(value)
-
-        retry_mode = (env.get("KUBEPEFT_S3_RETRY_MODE") or "").strip() or defaults.retry_mode
-        if retry_mode not in RETRY_MODES:
-            raise PermanentStorageError(
-                f"KUBEPEFT_S3_RETRY_MODE must be one of {', '.join(RETRY_MODES)}, not {retry_mode!r}",
-                code="InvalidConfig",
-            )
-        part = positive("KUBEPEFT_S3_PART_MB") * MB or defaults.part_size
+    def from_settings(cls, settings: CoreSettings) -> TransferTuning:
+        part = settings.s3_part_mb * MB
         return cls(
             multipart_threshold=part,
             part_size=part,
-            concurrency=positive("KUBEPEFT_S3_CONCURRENCY") or defaults.concurrency,
-            max_attempts=positive("KUBEPEFT_S3_MAX_ATTEMPTS") or defaults.max_attempts,
-            retry_mode=retry_mode,
+            concurrency=settings.s3_concurrency,
+            max_attempts=settings.s3_max_attempts,
+            retry_mode=settings.s3_retry_mode,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TransferTuning:
+        """Overrides from ``KUBEPEFT_S3_*``; a malformed value is a permanent error naming the variable."""
+        return _from_settings(lambda: CoreSettings.load(environ))
+
+    @classmethod
+    def of_process(cls) -> TransferTuning:
+        """This process's tuning: its ``KUBEPEFT_S3_*``, read once (:func:`kubepeft.settings.core_settings`)."""
+        return _from_settings(core_settings)
 
     def transfer_config(self) -> TransferConfig:
         return TransferConfig(
@@ -100,6 +95,13 @@ class TransferTuning:
             # s3transfer's own re-reads of interrupted GET streams (botocore does not retry those).
             num_download_attempts=self.max_attempts,
         )
+
+
+def _from_settings(read: Callable[[], CoreSettings]) -> TransferTuning:
+    try:
+        return TransferTuning.from_settings(read())
+    except SettingsError as exc:  # storage callers handle storage errors: a permanent one
+        raise PermanentStorageError(str(exc), code="InvalidConfig") from None
 
 
 def read_credentials_dir(credentials_dir: str | os.PathLike[str]) -> Credentials:

@@ -40,7 +40,7 @@ def open_store(
     """A :class:`Store` rooted at ``s3://bucket/prefix`` or an absolute local path.
 
     S3 credentials: the files in ``credentials_dir`` when given, else the standard AWS chain.
-    ``tuning`` defaults to :meth:`TransferTuning.from_env`.
+    ``tuning`` defaults to this process's (:meth:`TransferTuning.of_process`).
     """
     if is_s3(root_uri):
         parse_s3(root_uri)
@@ -51,7 +51,7 @@ def open_store(
             region=region,
             force_path_style=force_path_style,
             credentials=credentials,
-            tuning=tuning or TransferTuning.from_env(),
+            tuning=tuning or TransferTuning.of_process(),
         )
     if root_uri.startswith("/"):
         return LocalStore(os.path.normpath(root_uri))

@@ -63,7 +63,19 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
 
 
 def build_registry(configuration: kubernetes.client.Configuration, settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """Every handler of the operator, registered in this order (kopf runs startup handlers in it)."""
     registry = kopf.OperatorRegistry()
+    _register_start(registry, configuration, settings)
+    sweep_handlers.register(registry)  # PeftSweeps: their own controller, same process
+    _register_watches(registry)
+    _register_resync(registry, settings)
+    return registry
+
+
+def _register_start(
+    registry: kopf.OperatorRegistry, configuration: kubernetes.client.Configuration, settings: OperatorSettings
+) -> None:
+    """Login, and the watch cache primed before kopf's watches start."""
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -77,7 +89,10 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     async def prime_cache(memo: kopf.Memo, **_: Any) -> None:
         await _reconciler(memo).prime_cache(settings.watch_namespaces)
 
-    sweep_handlers.register(registry)  # PeftSweeps: their own controller, same process
+
+def _register_watches(registry: kopf.OperatorRegistry) -> None:
+    """PeftJobs and their children (pods, progress ConfigMaps), and namespaces: into the cache, then
+    a reconcile of the job concerned."""
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -116,6 +131,8 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     async def namespace_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconciler(memo).cache.observe_namespace(type, dict(body))
 
+
+def _register_resync(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     # A periodic resync of every known job (deadlines, TTLs, missed events), read from the cache.
     # Deliberately not a kopf timer: kopf puts a finalizer on objects with timers, and PeftJobs
     # need none.
@@ -128,8 +145,6 @@ def build_registry(configuration: kubernetes.client.Configuration, settings: Ope
     async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
         if (task := memo.get("resync_task")) is not None:
             task.cancel()
-
-    return registry
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:

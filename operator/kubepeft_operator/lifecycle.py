@@ -344,24 +344,37 @@ class _Decider:
         return self.start_attempt(self.st.attempts + 1, "restart", f"{summary} (retry {len(failed)} of {limit})")
 
     def decide(self) -> Decision:
-        job, st = self.job, self.st
         if self.stale:
             self.delete(self.stale, "pods of an earlier attempt")
-        if (report := self.report()) is not None:
-            st.progress = progress_from_report(report)
-            if report.eval_loss_before is not None:
-                st.eval_loss_before = report.eval_loss_before
-            if (artifacts := artifacts_from_report(report)) is not None:
-                st.artifacts = artifacts
-
-        if st.phase in FINISHED_PHASES:
+        self.absorb_report()
+        if self.st.phase in FINISHED_PHASES:
             self.delete([p for p in self.current.values() if p.alive], "the job has finished")
             self.ttl()
             return self.d
-        if job.spec is None:
-            return self.fail("InvalidSpec", f"the spec is invalid: {job.spec_error}")
-        spec = job.spec
+        spec = self.job.spec
+        if spec is None:
+            return self.fail("InvalidSpec", f"the spec is invalid: {self.job.spec_error}")
+        for step in (self.suspension, self.deadline):
+            if (decided := step(spec)) is not None:
+                return decided
+        if self.st.attempts == 0:
+            return self.start_attempt(1, "first")
+        return self.follow_workers(spec)
 
+    def absorb_report(self) -> None:
+        """The trainer's last report (progress, the loss before training, artifacts) into the status."""
+        if (report := self.report()) is None:
+            return
+        st = self.st
+        st.progress = progress_from_report(report)
+        if report.eval_loss_before is not None:
+            st.eval_loss_before = report.eval_loss_before
+        if (artifacts := artifacts_from_report(report)) is not None:
+            st.artifacts = artifacts
+
+    def suspension(self, spec: PeftJobSpec) -> Decision | None:
+        """Suspend (delete the workers, keep checkpoints) or resume; None when neither applies."""
+        st = self.st
         if spec.run_policy.suspend:
             if st.phase != "Suspended":
                 self.delete(list(self.current.values()), "the job is suspended")
@@ -376,33 +389,28 @@ class _Decider:
         if st.phase == "Suspended":
             self.delete(list(self.current.values()), "pods of the suspended attempt")
             return self.start_attempt(st.attempts + 1, "resume")
+        return None
 
+    def deadline(self, spec: PeftJobSpec) -> Decision | None:
+        """Fail a job past activeDeadlineSeconds; otherwise requeue when the deadline falls."""
         deadline = spec.run_policy.active_deadline_seconds
-        started = parse_time(st.start_time)
+        started = parse_time(self.st.start_time)
         if deadline and started is not None:
             left = (started + datetime.timedelta(seconds=deadline) - self.now).total_seconds()
             if left <= 0:
                 return self.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds={deadline}")
             self.d.requeue_after = left
+        return None
 
-        if st.attempts == 0:
-            return self.start_attempt(1, "first")
-
+    def follow_workers(self, spec: PeftJobSpec) -> Decision:
+        """The current attempt's pods: a failure, missing workers, success, or how far along they are."""
+        st, nodes = self.st, spec.resources.nodes
         failures = sorted((p for p in self.current.values() if p.failed), key=lambda p: p.rank)
         if failures:
             return self.worker_failure(failures[0], [])
-        nodes = spec.resources.nodes
         missing = [rank for rank in range(nodes) if rank not in self.current]
         if missing:
-            if st.phase == "Running":
-                names = [naming.worker_pod_name(job.name, st.attempts, r) for r in missing]
-                return self.worker_failure(None, names)
-            # Not created yet: the previous attempt's pods are still terminating, or the operator
-            # stopped between the status write and the pods.
-            self.create_pods(st.attempts, tuple(missing))
-            if self.waiting_for:
-                st.message = self.waiting_message()
-            return self.d
+            return self.missing_workers(missing)
         pods = list(self.current.values())
         created = get_condition(st.conditions, "Created")
         if created is not None and created.status == "False":
@@ -412,20 +420,38 @@ class _Decider:
         if all(p.succeeded for p in pods):
             return self.succeed()
         if all(p.running or p.succeeded for p in pods):
-            if st.phase != "Running":
-                st.phase = "Running"
-                st.message = f"attempt {st.attempts}: all {nodes} worker(s) running"
-                self.condition("Running", "True", "WorkersRunning", st.message)
-                if any(c.type == "Restarting" for c in st.conditions):
-                    self.condition("Restarting", "False", "WorkersRunning", st.message)
-                self.event("Normal", "Running", st.message)
-            return self.d
+            return self.all_running(nodes)
         running = sum(1 for p in pods if p.running or p.succeeded)
         gated = sum(1 for p in pods if p.gated)
         if running or gated or st.phase != "Created":
             # (Freshly created pods leave the creation message: one status write fewer per job.)
             waiting = f"attempt {st.attempts}: waiting for workers, {running}/{nodes} running"
             st.message = waiting + (f", {gated} gated (queued)" if gated else "")
+        return self.d
+
+    def missing_workers(self, missing: list[int]) -> Decision:
+        """Ranks without a pod: lost while running (a worker failure), or not created yet."""
+        st = self.st
+        if st.phase == "Running":
+            names = [naming.worker_pod_name(self.job.name, st.attempts, r) for r in missing]
+            return self.worker_failure(None, names)
+        # Not created yet: the previous attempt's pods are still terminating, or the operator
+        # stopped between the status write and the pods.
+        self.create_pods(st.attempts, tuple(missing))
+        if self.waiting_for:
+            st.message = self.waiting_message()
+        return self.d
+
+    def all_running(self, nodes: int) -> Decision:
+        """Every worker runs (or is done): the job is Running, said once."""
+        st = self.st
+        if st.phase != "Running":
+            st.phase = "Running"
+            st.message = f"attempt {st.attempts}: all {nodes} worker(s) running"
+            self.condition("Running", "True", "WorkersRunning", st.message)
+            if any(c.type == "Restarting" for c in st.conditions):
+                self.condition("Restarting", "False", "WorkersRunning", st.message)
+            self.event("Normal", "Running", st.message)
         return self.d
 
 

@@ -75,7 +75,7 @@ async def run_operator(
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = OperatorSettings.from_env()
+        settings = OperatorSettings.load()
     except SettingsError as exc:
         print(f"kubepeft operator: {exc}")
         return 2

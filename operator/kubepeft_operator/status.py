@@ -94,26 +94,19 @@ def parse_termination_report(message: str | None) -> TrainerReport | None:
 
 
 def progress_from_report(report: TrainerReport) -> Progress:
+    """The report's progress as the status's: the same fields, plus what only the status has."""
     p = report.progress
-    values: dict[str, Any] = {
-        "step": p.step,
-        "total_steps": p.total_steps,
-        "epoch": p.epoch,
-        "loss": p.loss,
-        "eval_loss": p.eval_loss,
-        "learning_rate": p.learning_rate,
-        "tokens_per_second": p.tokens_per_second,
-        "eta_seconds": p.eta_seconds,
-        "last_update_time": report.time or None,
-    }
-    if "display" in Progress.model_fields:  # the printer-column string, when the API has it
-        values["display"] = f"{p.step}/{p.total_steps}"
-    return Progress(**values)
+    return Progress(
+        **p.model_dump(),
+        display=f"{p.step}/{p.total_steps}",  # the printer column
+        last_update_time=report.time or None,
+    )
 
 
 def artifacts_from_report(report: TrainerReport) -> Artifacts | None:
-    wire = report.artifacts.model_dump(exclude_none=True)
-    return Artifacts(**wire) if wire else None
+    """The report's artifacts (the status's own class), or None when it names none yet."""
+    named = report.artifacts.model_dump(exclude_none=True)
+    return Artifacts(**named) if named else None
 
 
 def status_from_wire(raw: Mapping[str, Any] | None) -> PeftJobStatus:

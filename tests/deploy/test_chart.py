@@ -542,7 +542,7 @@ def test_the_operator_reads_the_environment_the_chart_sets(scenario: tuple[str, 
 
     name, objects = scenario
     env = {k: v for k, v in env_of(one(objects, "Deployment")).items() if isinstance(v, str)}
-    settings = OperatorSettings.from_env(env)
+    settings = OperatorSettings.load(env)
     values = SCENARIOS[name]
     assert settings.watch_namespaces == tuple(values.get("watchNamespaces", ()))
     assert settings.image_pull_secrets == tuple(s["name"] for s in values.get("imagePullSecrets", ()))

@@ -1,4 +1,5 @@
-"""Operator settings come from the environment; malformed ones stop the operator with a clear error."""
+"""Operator settings come from the environment (`OperatorSettings.load`); malformed ones stop the
+operator with a clear error."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from kubepeft_operator.settings import DEFAULT_CPU_IMAGE, OperatorSettings, Sett
 
 
 def test_defaults() -> None:
-    settings = OperatorSettings.from_env({})
+    settings = OperatorSettings.load({})
     assert settings.watch_namespaces == () and settings.image_pull_policy == "IfNotPresent"
     assert settings.trainer_image_cpu == DEFAULT_CPU_IMAGE and settings.metrics_port == 8080
     assert settings.health_port == 8081 and settings.peering == "" and settings.max_workers == 0
 
 
 def test_every_variable_is_read() -> None:
-    settings = OperatorSettings.from_env(
+    settings = OperatorSettings.load(
         {
             "KUBEPEFT_WATCH_NAMESPACES": "a, b,,",
             "KUBEPEFT_TRAINER_IMAGE": "gpu:1",
@@ -56,4 +57,18 @@ def test_every_variable_is_read() -> None:
 )
 def test_malformed_settings_are_refused(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
-        OperatorSettings.from_env({name: value})
+        OperatorSettings.load({name: value})
+
+
+def test_connections_and_resync_have_floors() -> None:
+    settings = OperatorSettings.load({"KUBEPEFT_API_CONNECTIONS": "0", "KUBEPEFT_RESYNC_SECONDS": "0.2"})
+    assert (settings.api_connections, settings.resync_seconds) == (1, 1.0)
+    assert OperatorSettings(resync_seconds=5).resync_seconds == 5.0
+    with pytest.raises(SettingsError, match=r"^KUBEPEFT_RESYNC_SECONDS must be a valid number, not 'soon'"):
+        OperatorSettings.load({"KUBEPEFT_RESYNC_SECONDS": "soon"})
+
+
+def test_a_model_built_in_code_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEPEFT_TRAINER_IMAGE", "from-the-environment:1")
+    assert OperatorSettings().trainer_image != "from-the-environment:1"
+    assert OperatorSettings.load().trainer_image == "from-the-environment:1"

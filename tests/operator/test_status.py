@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from kubepeft_operator.reconciler import status_patch
 from kubepeft_operator.status import (
+    artifacts_from_report,
     failed_attempts_from_annotation,
     failed_attempts_to_annotation,
     parse_report,
+    progress_from_report,
     set_condition,
     spec_from_wire,
     status_from_wire,
 )
 
-from kubepeft.contract import REPORT_KEY, ReportProgress, TrainerReport
+from kubepeft.api.models import Artifacts, Progress, TrainingProgress
+from kubepeft.contract import REPORT_KEY, ReportArtifacts, ReportProgress, TrainerReport
 from tests.operator.support import T0, spec_dict
 
 
@@ -65,3 +68,29 @@ def test_condition_upsert() -> None:
 def test_spec_errors_name_the_field() -> None:
     spec, error = spec_from_wire({**spec_dict(), "method": "dance"})
     assert spec is None and error is not None and error.startswith("spec.method")
+
+
+def test_report_and_status_share_one_definition_of_progress_and_artifacts() -> None:
+    assert issubclass(ReportProgress, TrainingProgress) and issubclass(Progress, TrainingProgress)
+    assert issubclass(ReportArtifacts, Artifacts)
+    assert set(Progress.model_fields) == set(TrainingProgress.model_fields) | {"display", "last_update_time"}
+    report = TrainerReport(
+        progress=ReportProgress(step=4, total_steps=8, eta_seconds=9),
+        artifacts=ReportArtifacts(latest_checkpoint="s3://b/c"),
+        time="2026-01-01T00:00:00Z",
+    )
+    # The report's wire stays snake_case (and reads only that); the status's is camelCase.
+    assert '"total_steps":8' in report.to_json() and '"latest_checkpoint":"s3://b/c"' in report.to_json()
+    assert parse_report({REPORT_KEY: '{"progress": {"totalSteps": 3}}'}) is None
+    progress, artifacts = progress_from_report(report), artifacts_from_report(report)
+    assert type(progress) is Progress and type(artifacts) is Artifacts
+    assert progress.to_wire() == {
+        "display": "4/8",
+        "step": 4,
+        "totalSteps": 8,
+        "epoch": 0.0,
+        "etaSeconds": 9,
+        "lastUpdateTime": "2026-01-01T00:00:00Z",
+    }
+    assert artifacts.to_wire() == {"latestCheckpoint": "s3://b/c"}
+    assert artifacts_from_report(TrainerReport()) is None
