@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import ssl
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ import aiohttp
 import psutil
 import yaml
 
+from kubepeft.net import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
@@ -55,12 +56,6 @@ JOBS_PATH = f"/apis/kubepeft.dev/v1alpha1/namespaces/{NS}/peftjobs"
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def job_body(name: str, nodes: int) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import ctypes
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ import urllib3
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from kubepeft.net import free_port
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 DEFAULT_ASSETS = Path.home() / ".cache" / "kubepeft" / "kube-bin"
@@ -63,12 +64,6 @@ def missing_assets(assets: Path | None = None) -> str | None:
     if all(os.access(assets / name, os.X_OK) for name in REQUIRED_BINARIES):
         return None
     return HOW_TO_GET.format(where=assets)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:

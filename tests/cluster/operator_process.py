@@ -17,7 +17,8 @@ from pathlib import Path
 
 import urllib3
 
-from tests.cluster.control_plane import _die_with_parent, free_port
+from kubepeft.net import free_port
+from tests.cluster.control_plane import _die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _INSTANCES = itertools.count(1)
