@@ -141,9 +141,10 @@ def import_seconds() -> float:
 def first_step_seconds() -> float | None:
     """Start of ``kubepeft train`` -> its first optimizer step (from the progress file), tiny model."""
     try:
-        from kubepeft_trainer.tiny_model import build_tiny_model, tiny_training_records, write_dataset
+        from kubepeft_trainer.tiny_model import build_tiny_model
 
         from kubepeft.contract import build_trainer_config
+        from kubepeft.tiny_task import tiny_training_records, write_dataset
     except ImportError:
         return None
     from kubepeft.api.models import PeftJobSpec

@@ -12,9 +12,9 @@ import torch
 from kubepeft_trainer.data import build_datasets, collate, fetch_dataset, load_records, split_records
 from kubepeft_trainer.data.templates import IGNORE_INDEX
 from kubepeft_trainer.errors import PermanentTrainerError
-from kubepeft_trainer.tiny_model import tiny_chat_records, tiny_text_records, tiny_training_records
 
 from kubepeft.api.models import DatasetSpec, TrainingSpec
+from kubepeft.tiny_task import tiny_chat_records, tiny_text_records, tiny_training_records
 from tests.fixtures.trainer import write_records
 
 torch.set_num_threads(1)
