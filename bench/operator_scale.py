@@ -13,7 +13,7 @@ operator's p99 divided by the baseline's p99.
 
 With ``--kubeconfig`` the same measurement runs against that cluster's API server (the CRD from
 ``crds/`` is applied if missing; namespaces ``bench`` and ``baseline`` are used): for instance
-one started by ``python -m tests.cluster.control_plane up``.
+one started by ``python -m kubepeft_testing.control_plane up``.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ async def run_jobs(
 
 
 def emulator_target(tmp: Path) -> Target:
-    from tests.harness.apiserver import ApiServer
+    from kubepeft_testing.apiserver import ApiServer
 
     server = ApiServer(cel=False).start()  # schema checks only: cel-python would dominate the server's cost
     kubeconfig = server.write_kubeconfig(tmp / "kubeconfig")

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import urllib3
+from kubepeft_testing.control_plane import _die_with_parent
 
 from kubepeft.net import free_port
-from tests.cluster.control_plane import _die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _INSTANCES = itertools.count(1)

@@ -1,6 +1,6 @@
 """A kubelet that runs every worker pod's container as a real local process.
 
-It extends :class:`tests.harness.kubelet.FakeKubelet` (which watches pods and writes their
+It extends :class:`kubepeft_testing.kubelet.FakeKubelet` (which watches pods and writes their
 status): for each schedulable pod it builds a "sandbox" folder, materialises the pod's volumes
 from the API, resolves the container's environment, starts the container's ``command`` + ``args``
 as a process in its own process group, reports ``Running``, and when the process exits reports
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from kubepeft.net import free_port
-from tests.harness.kubelet import FakeKubelet, Pod, _key
+from kubepeft_testing.kubelet import FakeKubelet, Pod, _key
 
 ENV_MASTER_ADDR = "KUBEPEFT_MASTER_ADDR"
 ENV_MASTER_PORT = "KUBEPEFT_MASTER_PORT"

@@ -13,7 +13,7 @@ Everything listens on loopback on free ports, under one working folder:
 
 There is no scheduler and no kubelet: :mod:`tests.cluster.kubelet` plays the kubelet.
 
-CLI (for benchmarks and people): ``python -m tests.cluster.control_plane up --dir D`` starts one,
+CLI (for benchmarks and people): ``python -m kubepeft_testing.control_plane up --dir D`` starts one,
 prints the admin kubeconfig's path and waits until interrupted.
 """
 
@@ -322,7 +322,9 @@ def _up(workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.control_plane", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kubepeft_testing.control_plane", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a control plane, print its admin kubeconfig path, wait for Ctrl-C")
     up.add_argument("--dir", type=Path, required=True, help="working folder (etcd data, certificates, logs)")
