@@ -42,7 +42,6 @@ import yaml
 from kubepeft.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
 NS = "bench"
 BASELINE_NS = "baseline"
