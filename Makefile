@@ -31,6 +31,8 @@ setup: $(PY)
 	# CPU torch first: a loose torch requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[operator,trainer,local,dev]"
+	# the test-support package (its own distribution: never in the product's wheel or images)
+	$(PY) -m pip install --quiet --no-deps -e testing
 
 crds:
 	$(PY) -m kubepeft crds --write
