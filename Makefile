@@ -41,8 +41,8 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	# the plane boundaries ([tool.importlinter] in pyproject.toml); run by this interpreter so the
-	# packages are found wherever the venv's scripts point
+# the plane boundaries ([tool.importlinter] in pyproject.toml), run by the venv's interpreter so
+# the packages are found wherever the venv's scripts point
 	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-logo
 	$(VENV)/bin/shellcheck hack/*.sh .ci/run
 	$(VENV)/bin/hadolint operator/Dockerfile trainer_image/Dockerfile trainer_image/Dockerfile.cpu
