@@ -15,6 +15,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from types import ModuleType
 from urllib.parse import urlsplit
 
 from kubepeft.commands import ENTRY_POINT_GROUP, Command
@@ -38,6 +39,10 @@ def discover_commands() -> dict[str, Command]:
     return {name: command for _order, name, command in sorted(found, key=lambda item: (item[0], item[1]))}
 
 
+class PlaneMissing(Exception):
+    """A subcommand's plane (its optional dependencies) is not installed."""
+
+
 def plane_missing_message(name: str, command: Command, missing: Sequence[str]) -> str:
     return (
         f"kubepeft {name}: needs the {command.plane} plane, which is not installed here "
@@ -45,7 +50,7 @@ def plane_missing_message(name: str, command: Command, missing: Sequence[str]) -
     )
 
 
-def load_command_module(name: str, command: Command) -> object:
+def load_command_module(name: str, command: Command) -> ModuleType:
     """The command's module; raises :class:`PlaneMissing` when its plane's dependencies are absent."""
     missing = [module for module in command.needs if importlib.util.find_spec(module) is None]
     if missing:
@@ -57,10 +62,6 @@ def load_command_module(name: str, command: Command) -> object:
         if not root or root in OWN_PACKAGES:
             raise
         raise PlaneMissing(plane_missing_message(name, command, [root])) from error
-
-
-class PlaneMissing(Exception):
-    """A subcommand's plane (its optional dependencies) is not installed."""
 
 
 EXIT_CODES = """\
@@ -114,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return EXIT_PLANE_MISSING
     parser = argparse.ArgumentParser(prog=f"kubepeft {name}", description=command.help)
-    module.add_arguments(parser)  # type: ignore[attr-defined]
-    return int(module.run(parser.parse_args(rest)) or 0)  # type: ignore[attr-defined]
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(rest)) or 0)
 
 
 if __name__ == "__main__":
