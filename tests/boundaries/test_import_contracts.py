@@ -1,5 +1,6 @@
 """The plane boundaries ([tool.importlinter] in pyproject.toml) hold, and `make lint` fails when one
-is crossed: import-linter runs on a copy of the tree with one forbidden import added."""
+is crossed: import-linter runs on a copy of the tree with one forbidden import added (to small
+modules that exist for the boundaries themselves, so the cases outlive refactorings)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def search_path(root: Path) -> list[Path]:
 def test_the_real_tree_keeps_every_contract() -> None:
     done = lint_imports(REPO, [REPO])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 kept, 0 broken" in done.stdout
+    assert "0 broken" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -67,10 +68,10 @@ def test_the_real_tree_keeps_every_contract() -> None:
     [
         # a lazy import inside a function counts as much as one at the top
         (
-            "kubepeft/local/summary.py",
+            "kubepeft/net.py",
             "\n\ndef _forbidden():\n    import torch\n\n    return torch\n",
             "core never imports",
-            "kubepeft.local.summary -> torch",
+            "kubepeft.net -> torch",
         ),
         (
             "kubepeft/cli.py",
@@ -79,22 +80,22 @@ def test_the_real_tree_keeps_every_contract() -> None:
             "kubepeft.cli -> kubepeft_trainer.main",
         ),
         (
-            "operator/kubepeft_operator/naming.py",
-            "\nimport kubepeft_trainer.progress\n",
+            "operator/kubepeft_operator/commands.py",
+            "\nimport kubepeft_trainer.commands\n",
             "never import each other",
-            "kubepeft_operator.naming -> kubepeft_trainer.progress",
+            "kubepeft_operator.commands -> kubepeft_trainer.commands",
         ),
         (
-            "trainer_image/kubepeft_trainer/errors.py",
-            "\nimport tests.fixtures.api\n",
+            "trainer_image/kubepeft_trainer/commands.py",
+            "\nimport tests.conftest\n",
             "product never imports",
-            "kubepeft_trainer.errors -> tests.fixtures.api",
+            "kubepeft_trainer.commands -> tests.conftest",
         ),
         (
             "bench/storage_throughput.py",
-            "\nimport tests.fixtures.s3\n",
+            "\nimport tests.conftest\n",
             "benchmarks and the test-support package never import the tests",
-            "bench.storage_throughput -> tests.fixtures.s3",
+            "bench.storage_throughput -> tests.conftest",
         ),
     ],
 )
