@@ -18,7 +18,7 @@ help:
 	@echo "make test       the whole suite: fast, slow, and the control-plane tier when its binaries exist"
 	@echo "make test-fast  the fast tier only"
 	@echo "make test-cluster  the control-plane tier (real etcd + kube-apiserver; see docs/testing.md)"
-	@echo "make lint       ruff + mypy + shellcheck + hadolint"
+	@echo "make lint       ruff + mypy + import contracts (plane boundaries) + shellcheck + hadolint"
 	@echo "make crds       regenerate crds/ and the chart's CRD from the typed API"
 	@echo "make settings   regenerate docs/settings.md from the planes' settings models"
 	@echo "make bench      run the benchmarks in bench/"
@@ -32,6 +32,8 @@ setup: $(PY)
 	# CPU torch first: a loose torch requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[operator,trainer,local,dev]"
+	# the test-support package (its own distribution: never in the product's wheel or images)
+	$(PY) -m pip install --quiet --no-deps -e testing
 
 crds:
 	$(PY) -m kubepeft crds --write
@@ -43,6 +45,9 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+# the plane boundaries ([tool.importlinter] in pyproject.toml), run by the venv's interpreter so
+# the packages are found wherever the venv's scripts point
+	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-logo
 	$(VENV)/bin/shellcheck hack/*.sh .ci/run
 	$(VENV)/bin/hadolint operator/Dockerfile trainer_image/Dockerfile trainer_image/Dockerfile.cpu
 
@@ -80,4 +85,4 @@ kind-e2e:
 	bash hack/kind-e2e.sh
 
 clean:
-	rm -rf .kubepeft build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .kubepeft build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -13,7 +13,7 @@ operator's p99 divided by the baseline's p99.
 
 With ``--kubeconfig`` the same measurement runs against that cluster's API server (the CRD from
 ``crds/`` is applied if missing; namespaces ``bench`` and ``baseline`` are used): for instance
-one started by ``python -m tests.cluster.control_plane up``.
+one started by ``python -m kubepeft_testing.control_plane up``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import ssl
 import statistics
 import subprocess
@@ -40,8 +39,9 @@ import aiohttp
 import psutil
 import yaml
 
+from kubepeft.net import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
 NS = "bench"
 BASELINE_NS = "baseline"
@@ -55,12 +55,6 @@ JOBS_PATH = f"/apis/kubepeft.dev/v1alpha1/namespaces/{NS}/peftjobs"
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def job_body(name: str, nodes: int) -> dict[str, Any]:
@@ -287,7 +281,7 @@ async def run_jobs(
 
 
 def emulator_target(tmp: Path) -> Target:
-    from tests.harness.apiserver import ApiServer
+    from kubepeft_testing.apiserver import ApiServer
 
     server = ApiServer(cel=False).start()  # schema checks only: cel-python would dominate the server's cost
     kubeconfig = server.write_kubeconfig(tmp / "kubeconfig")

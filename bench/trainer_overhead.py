@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubepeft.net import free_port
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -139,9 +141,10 @@ def import_seconds() -> float:
 def first_step_seconds() -> float | None:
     """Start of ``kubepeft train`` -> its first optimizer step (from the progress file), tiny model."""
     try:
-        from kubepeft_trainer.tiny_model import build_tiny_model, tiny_training_records, write_dataset
+        from kubepeft_trainer.tiny_model import build_tiny_model
 
         from kubepeft.contract import build_trainer_config
+        from kubepeft.tiny_task import tiny_training_records, write_dataset
     except ImportError:
         return None
     from kubepeft.api.models import PeftJobSpec
@@ -163,7 +166,7 @@ def first_step_seconds() -> float | None:
         config_path = root / "config.json"
         config_path.write_text(build_trainer_config(spec, "bench", "startup").to_json())
         progress = root / "progress.jsonl"
-        env = {**os.environ, "KUBEPEFT_PROGRESS_FILE": str(progress), "KUBEPEFT_MASTER_PORT": str(_free_port())}
+        env = {**os.environ, "KUBEPEFT_PROGRESS_FILE": str(progress), "KUBEPEFT_MASTER_PORT": str(free_port())}
         started = time.time()
         cmd = [sys.executable, "-m", "kubepeft", "train", "--config", str(config_path), "--workdir", str(root / "w")]
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -177,14 +180,6 @@ def first_step_seconds() -> float | None:
 
                 return datetime.strptime(report["time"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() - started
     return None
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:

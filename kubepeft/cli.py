@@ -1,34 +1,67 @@
 """The ``kubepeft`` command. Each subcommand lives in its own module, imported only when used
 (``kubepeft validate`` must not pay for importing torch).
 
-A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+Subcommands are found through entry points (group ``kubepeft.commands``, see
+:mod:`kubepeft.commands`): the core registers its own and each plane registers its own, so the
+core never imports the trainer or the operator. A subcommand module exposes
+``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+from types import ModuleType
 from urllib.parse import urlsplit
 
-# name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("kubepeft.api.validate_cmd", "check PeftJob and PeftSweep manifests offline with the CRDs' rules"),
-    "crds": ("kubepeft.api.crd_cmd", "print or write the generated CRD"),
-    "run": ("kubepeft.local.run_cmd", "run a PeftJob or a PeftSweep on this machine, no cluster needed"),
-    "sample": ("kubepeft.local.sample_cmd", "answer prompts with a prompt bank's tasks (one base, adapters switched)"),
-    "sweep-report": (
-        "kubepeft.sweep.report_cmd",
-        "write a sweep's comparison report (run by the operator's report pod)",
-    ),
-    "demo": ("kubepeft.local.demo_cmd", "build a tiny model and run examples/tiny-lora.yaml end to end"),
-    "train": ("kubepeft_trainer.main", "the trainer entry point worker pods run"),
-    "tiny-model": ("kubepeft_trainer.tiny_model_cmd", "build a tiny Llama-style model and tokenizer offline"),
-    "verify": ("kubepeft.storage.verify_cmd", "verify an artifact set against its manifest"),
-    "s3-server": ("kubepeft.storage.seaweed_cmd", "run the embedded S3 server (SeaweedFS) in the foreground"),
-    "operator": ("kubepeft_operator.main", "run the kopf operator"),
-}
+from kubepeft.commands import ENTRY_POINT_GROUP, Command
+
+# Import roots of this project: a missing one is a broken install, not a missing plane.
+OWN_PACKAGES = ("kubepeft", "kubepeft_trainer", "kubepeft_operator")
+EXIT_PLANE_MISSING = 2
+
+
+def discover_commands() -> dict[str, Command]:
+    """Every installed subcommand by name, in ``--help`` order; a registration that cannot be
+    loaded (its plane's package is absent) is left out."""
+    found: list[tuple[int, str, Command]] = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            command = entry.load()
+        except ImportError:
+            continue
+        if isinstance(command, Command):
+            found.append((command.order, entry.name, command))
+    return {name: command for _order, name, command in sorted(found, key=lambda item: (item[0], item[1]))}
+
+
+class PlaneMissing(Exception):
+    """A subcommand's plane (its optional dependencies) is not installed."""
+
+
+def plane_missing_message(name: str, command: Command, missing: Sequence[str]) -> str:
+    return (
+        f"kubepeft {name}: needs the {command.plane} plane, which is not installed here "
+        f"(missing: {', '.join(missing)}); install it with: pip install 'kubepeft[{command.plane}]'"
+    )
+
+
+def load_command_module(name: str, command: Command) -> ModuleType:
+    """The command's module; raises :class:`PlaneMissing` when its plane's dependencies are absent."""
+    missing = [module for module in command.needs if importlib.util.find_spec(module) is None]
+    if missing:
+        raise PlaneMissing(plane_missing_message(name, command, missing))
+    try:
+        return importlib.import_module(command.module)
+    except ModuleNotFoundError as error:
+        root = (error.name or "").split(".", 1)[0]
+        if not root or root in OWN_PACKAGES:
+            raise
+        raise PlaneMissing(plane_missing_message(name, command, [root])) from error
 
 
 EXIT_CODES = """\
@@ -55,7 +88,7 @@ def endpoint_url(value: str) -> str:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubepeft",
         description="Kubernetes-native PEFT fine-tuning.",
@@ -63,19 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_module, help_text) in SUBCOMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    for name, command in commands.items():
+        sub.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help") or args[0] not in SUBCOMMANDS:
-        build_parser().parse_args(args)  # prints usage / the error, exits
+    commands = discover_commands()
+    if not args or args[0] in ("-h", "--help") or args[0] not in commands:
+        build_parser(commands).parse_args(args)  # prints usage / the error, exits
         return 2
     name, rest = args[0], args[1:]
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"kubepeft {name}", description=SUBCOMMANDS[name][1])
+    command = commands[name]
+    try:
+        module = load_command_module(name, command)
+    except PlaneMissing as error:
+        print(error, file=sys.stderr)
+        return EXIT_PLANE_MISSING
+    parser = argparse.ArgumentParser(prog=f"kubepeft {name}", description=command.help)
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(rest)) or 0)
 

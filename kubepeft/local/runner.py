@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,13 +36,6 @@ from kubepeft.local.child_lifetime import die_with_parent
 
 LOCAL_MASTER_ADDR = "127.0.0.1"
 DEFAULT_GRACE_SECONDS = 20.0
-
-
-def free_port(host: str = LOCAL_MASTER_ADDR) -> int:
-    """A TCP port that was free a moment ago (the kernel picks it; a tiny race is accepted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def trainer_command(config_path: Path) -> list[str]:

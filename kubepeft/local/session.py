@@ -26,9 +26,10 @@ from kubepeft.contract import EXIT_RETRYABLE, TrainerConfig, TrainerReport, buil
 from kubepeft.local.access import NO_ACCESS, LocalAccess
 from kubepeft.local.job_file import LoadedJob, path_under
 from kubepeft.local.progress_view import ProgressView, ReportTail
-from kubepeft.local.runner import DEFAULT_GRACE_SECONDS, NodeGroup, free_port, plan_nodes, tail_text, trainer_command
+from kubepeft.local.runner import DEFAULT_GRACE_SECONDS, NodeGroup, plan_nodes, tail_text, trainer_command
 from kubepeft.local.storage_defaults import ResolvedStorage, credentials_dirs
 from kubepeft.local.summary import RunOutcome
+from kubepeft.net import free_port
 
 EXIT_INTERRUPTED = 130
 LOCAL_UID = "local"

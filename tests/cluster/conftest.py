@@ -1,5 +1,5 @@
 """Fixtures of the control-plane tier. Every test here is marked ``cluster``; without the
-binaries (see :mod:`tests.cluster.control_plane`) the whole tier is skipped with one line."""
+binaries (see :mod:`kubepeft_testing.control_plane`) the whole tier is skipped with one line."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubepeft_testing.control_plane import ControlPlane, missing_assets
 
 from kubepeft.api import crd
-from tests.cluster.control_plane import ControlPlane, missing_assets
 from tests.cluster.identities import Identity, install_operator_rbac
 from tests.cluster.kubelet import FakeKubelet
 from tests.cluster.operator_process import OperatorProcess

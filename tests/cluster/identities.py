@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.control_plane import ControlPlane, write_kubeconfig
+from kubepeft_testing.control_plane import ControlPlane, write_kubeconfig
+
 from tests.cluster.rest import Kube
 from tests.deploy.support import RELEASE_NAMESPACE, render
 

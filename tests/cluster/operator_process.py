@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import urllib3
+from kubepeft_testing.control_plane import _die_with_parent
 
-from tests.cluster.control_plane import _die_with_parent, free_port
+from kubepeft.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _INSTANCES = itertools.count(1)

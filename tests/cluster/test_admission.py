@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubepeft_testing.control_plane import ControlPlane
 
-from tests.cluster.control_plane import ControlPlane
 from tests.cluster.identities import Identity, service_account_identity
 from tests.cluster.rest import Kube, KubeError
 from tests.cluster.support import wait_for

@@ -14,9 +14,9 @@ import yaml
 from kubepeft_operator import naming
 from kubepeft_operator.render import JobIdentity, owner_reference, render_job_children
 from kubepeft_operator.settings import OperatorSettings
+from kubepeft_testing.control_plane import ControlPlane
 
 from kubepeft.api import models
-from tests.cluster.control_plane import ControlPlane
 from tests.cluster.identities import Identity, can_i, service_account_identity, who_am_i
 from tests.cluster.rest import Kube, KubeError
 from tests.fixtures.api import REPO_ROOT

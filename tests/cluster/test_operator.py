@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubepeft_testing.control_plane import ControlPlane
 
 from kubepeft.contract import REPORT_KEY, ReportArtifacts, ReportProgress, TrainerReport
-from tests.cluster.control_plane import ControlPlane
 from tests.cluster.identities import Identity, can_i, service_account_identity
 from tests.cluster.kubelet import FakeKubelet
 from tests.cluster.operator_process import OperatorProcess

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from kubepeft_testing.control_plane import ControlPlane
 
 from kubepeft.api import models
-from tests.cluster.control_plane import ControlPlane
 from tests.cluster.identities import Identity
 from tests.cluster.kubelet import FakeKubelet, pod_path
 from tests.cluster.operator_process import OperatorProcess

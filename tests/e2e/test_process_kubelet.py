@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubepeft_testing.apiserver import ApiServer
+from kubepeft_testing.process_kubelet import ProcessKubelet, field_ref, rewrite_json_paths, rewrite_path
 
 from tests.fixtures.kube import wait_for
-from tests.harness.apiserver import ApiServer
-from tests.harness.process_kubelet import ProcessKubelet, field_ref, rewrite_json_paths, rewrite_path
 
 pytestmark = pytest.mark.timeout(60)
 NS = "default"

@@ -1,4 +1,1 @@
-"""A faithful-enough Kubernetes API server for tests, a fake kubelet, and an operator runner.
-
-See ``apiserver.py`` for why this is our own small aiohttp app rather than kmock's emulator.
-"""
+"""Tests of the test-support package :mod:`kubepeft_testing` (API emulator, fake kubelets)."""

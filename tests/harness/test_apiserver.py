@@ -12,9 +12,8 @@ import aiohttp
 import kubernetes.client
 import kubernetes.config
 import pytest
+from kubepeft_testing.apiserver import ApiServer
 from kubernetes.client.exceptions import ApiException
-
-from tests.harness.apiserver import ApiServer
 
 pytestmark = pytest.mark.timeout(30)
 NS = "team-a"

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kubepeft_testing.apiserver import ApiServer
+from kubepeft_testing.kubelet import FakeKubelet, PodScript
 
 from tests.fixtures.kube import wait_for
-from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import FakeKubelet, PodScript
 
 pytestmark = pytest.mark.timeout(30)
 NS = "default"

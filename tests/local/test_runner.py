@@ -20,7 +20,8 @@ from kubepeft.contract import (
     ENV_WORKDIR,
     LauncherEnv,
 )
-from kubepeft.local.runner import NodeGroup, combined_exit_code, free_port, plan_nodes, trainer_command
+from kubepeft.local.runner import NodeGroup, combined_exit_code, plan_nodes, trainer_command
+from kubepeft.net import free_port
 
 
 def test_plan_nodes_gives_each_node_the_pod_launcher_env(tmp_path: Path) -> None:

@@ -17,12 +17,12 @@ import pytest
 import yaml
 
 from kubepeft.api.sweep_models import PeftSweepStatus
-from kubepeft.local.sweep_inputs import task_records
 from kubepeft.local.sweep_run import SweepStateError, load_state, save_state
 from kubepeft.local.sweep_view import comparison_lines, live_row
 from kubepeft.storage import open_store
 from kubepeft.storage.seaweed import EmbeddedS3
 from kubepeft.sweep.state import decide
+from kubepeft.tiny_task import task_records
 from tests.fixtures.api import REPO_ROOT
 from tests.sweep.support import RANK_GROUP, sweep_spec
 

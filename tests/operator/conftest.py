@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kubepeft_testing.apiserver import ApiServer
+from kubepeft_testing.kubelet import FakeKubelet, Pod, PodScript
 
-from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import FakeKubelet, Pod, PodScript
 from tests.operator.scenario_support import TrainerKubelet, TrialKubelet
 from tests.operator.support import NS, S3_KEYS, secret
 

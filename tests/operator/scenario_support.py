@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kubepeft_operator import naming
+from kubepeft_testing.apiserver import ApiServer
+from kubepeft_testing.kubelet import FakeKubelet, Pod, PodScript
 
 from kubepeft.contract import REPORT_KEY, ReportArtifacts, ReportProgress, TrainerReport
 from tests.fixtures.kube import wait_for
-from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import FakeKubelet, Pod, PodScript
 from tests.operator.support import NS, spec_dict
 
 LABEL = f"{naming.LABEL_JOB_NAME}=tune"

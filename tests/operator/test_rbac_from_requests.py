@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from kubepeft_operator.kube import USER_AGENT
+from kubepeft_testing.apiserver import ApiServer
+from kubepeft_testing.kubelet import Pod, PodScript
 
 from tests.deploy.support import of_kind, render, rule_triples
 from tests.fixtures.kube import wait_for
-from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import Pod, PodScript
 from tests.operator.scenario_support import TrialKubelet, attempt_of, peftsweep, rank_of, wait_phase
 from tests.operator.support import NS, peftjob
 

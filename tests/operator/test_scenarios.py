@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from kubepeft_operator import naming
+from kubepeft_testing.apiserver import ApiServer
+from kubepeft_testing.kubelet import Pod, PodScript
 
 from tests.fixtures.kube import wait_for
-from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import Pod, PodScript
 from tests.operator.scenario_support import (
     LABEL,
     attempt_of,

@@ -7,10 +7,10 @@ import threading
 from typing import Any
 
 import pytest
+from kubepeft_testing.apiserver import ApiServer
+from kubepeft_testing.kubelet import PodScript
 
 from tests.fixtures.kube import wait_for
-from tests.harness.apiserver import ApiServer
-from tests.harness.kubelet import PodScript
 from tests.operator.scenario_support import peftsweep
 from tests.operator.support import NS
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from kubepeft.net import free_ports
 from kubepeft.storage import (
     NotFoundError,
     PermanentStorageError,
@@ -15,7 +16,7 @@ from kubepeft.storage import (
     open_store,
 )
 from kubepeft.storage.errors import classify
-from kubepeft.storage.seaweed import EmbeddedS3, free_ports
+from kubepeft.storage.seaweed import EmbeddedS3
 from tests.fixtures.s3 import make_tree
 
 FAST_FAIL = TransferTuning(max_attempts=2, connect_timeout=1, read_timeout=2)

@@ -13,10 +13,10 @@ from kubepeft_trainer.data import build_datasets, collate, load_records, split_r
 from kubepeft_trainer.data.templates import IGNORE_INDEX
 from kubepeft_trainer.errors import PermanentTrainerError
 from kubepeft_trainer.inputs import fetch_dataset
-from kubepeft_trainer.tiny_model import tiny_chat_records, tiny_text_records, tiny_training_records
 
 from kubepeft.api.models import DatasetSpec, TrainingSpec
 from kubepeft.contract import TrainerConfig, build_trainer_config
+from kubepeft.tiny_task import tiny_chat_records, tiny_text_records, tiny_training_records
 from tests.fixtures.trainer import make_spec, write_records
 
 torch.set_num_threads(1)

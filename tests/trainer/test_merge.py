@@ -14,8 +14,8 @@ from kubepeft_trainer.errors import PermanentTrainerError
 from kubepeft_trainer.merge import AdapterInput, merge_adapter_into_base, merge_weighted_adapters
 from kubepeft_trainer.methods import get_method
 from kubepeft_trainer.model_loading import load_base_model, load_tokenizer
-from kubepeft_trainer.tiny_model import tiny_text_records, tiny_training_records
 
+from kubepeft.tiny_task import tiny_text_records, tiny_training_records
 from tests.fixtures.trainer import make_spec, train_steps
 
 torch.set_num_threads(1)

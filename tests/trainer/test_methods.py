@@ -11,8 +11,8 @@ from kubepeft_trainer.data import build_datasets, collate
 from kubepeft_trainer.errors import PermanentTrainerError
 from kubepeft_trainer.methods import get_method
 from kubepeft_trainer.model_loading import load_base_model, load_tokenizer
-from kubepeft_trainer.tiny_model import LETTERS, count, tiny_training_records
 
+from kubepeft.tiny_task import LETTERS, count, tiny_training_records
 from tests.fixtures.trainer import make_spec, train_steps
 
 torch.set_num_threads(1)

@@ -13,9 +13,9 @@ import torch
 from kubepeft_trainer.data import build_datasets, collate, model_inputs
 from kubepeft_trainer.data.packing import best_fit_bins, pack, packed_row
 from kubepeft_trainer.data.templates import IGNORE_INDEX
-from kubepeft_trainer.tiny_model import tiny_chat_records, tiny_text_records, tiny_training_records
 
 from kubepeft.api.models import DatasetSpec, TrainingSpec
+from kubepeft.tiny_task import tiny_chat_records, tiny_text_records, tiny_training_records
 from tests.fixtures.trainer import make_spec
 
 torch.set_num_threads(1)
@@ -283,9 +283,9 @@ def test_packed_chat_job_trains_through_kubepeft_train(tmp_path: Path, tiny_mode
     restored) ends with exactly the same adapter."""
     import shutil
 
-    from kubepeft_trainer.tiny_model import write_dataset
     from safetensors.torch import load_file
 
+    from kubepeft.tiny_task import write_dataset
     from tests.fixtures.training import lora_job_spec, lora_training, run_train, write_trainer_config
 
     records = tiny_chat_records(96)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from kubepeft_trainer.tiny_model import count, tiny_training_records, write_dataset
+
+from kubepeft.tiny_task import count, tiny_training_records, write_dataset
 
 torch.set_num_threads(1)
 

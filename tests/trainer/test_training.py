@@ -57,9 +57,10 @@ def test_lora_loss_falls_and_reports_progress(lora_job: FinishedJob) -> None:
 
 
 def test_lora_adapter_reloads_exactly_and_answers(lora_job: FinishedJob, tiny_model_dir: Path) -> None:
-    from kubepeft_trainer.tiny_model import tiny_training_records
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kubepeft.tiny_task import tiny_training_records
 
     tokenizer = AutoTokenizer.from_pretrained(lora_job.root / "adapter")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")

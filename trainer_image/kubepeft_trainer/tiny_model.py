@@ -12,7 +12,7 @@ Every response token follows from the previous token and the instruction word, a
 decided by content (``a``/``z``), so a 2-layer model learns the language in a few hundred steps;
 copying tasks, which need position-matching attention heads, did not learn in that budget.
 
-The fine-tuning task of :func:`tiny_training_records` changes the default to counting down. The
+The fine-tuning task of :func:`kubepeft.tiny_task.tiny_training_records` changes the default to counting down. The
 base already knows both directions, so LoRA (or a learned soft prompt, which can play the part of
 the word ``down``) only flips a mode, which takes a few dozen steps, and greedy decoding then
 reproduces the response exactly.
@@ -20,14 +20,12 @@ reproduces the response exactly.
 
 from __future__ import annotations
 
-import csv
-import json
 import random
-import string
 from pathlib import Path
 from typing import Any
 
-LETTERS = string.ascii_lowercase
+from kubepeft.tiny_task import LETTERS, count
+
 VOCAB_SIZE = 384
 CHAT_FRACTION = 0.25
 
@@ -49,68 +47,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def count(start: str, direction: str) -> str:
-    """The response of the counting language: `` b c d`` for (``a``, ``up``); `` b a`` for (``c``, ``down``)."""
-    i = LETTERS.index(start)
-    letters = LETTERS[i + 1 :] if direction == "up" else LETTERS[:i][::-1]
-    return "".join(" " + c for c in letters)
-
-
 def _pretraining_pair(rng: random.Random) -> tuple[str, str]:
     op = rng.choice(("up", "down", ""))
     direction = op or "up"
     start = rng.choice(LETTERS[:-1] if direction == "up" else LETTERS[1:])
     return (f"{op} " if op else "") + f"{start} =", count(start, direction)
-
-
-def tiny_training_records(n: int, *, seed: int = 0) -> list[dict[str, str]]:
-    """``n`` prompt/response records of the fine-tuning task: ``"f ="`` -> ``" e d c b a"``.
-
-    The base model continues these prompts counting up; after fine-tuning it counts down.
-    """
-    rng = random.Random(f"tiny-records-{seed}")
-    records = []
-    for _ in range(n):
-        start = rng.choice(LETTERS[1:])
-        records.append({"prompt": f"{start} =", "response": count(start, "down")})
-    return records
-
-
-def tiny_chat_records(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
-    """The same task as :func:`tiny_training_records` as ``messages`` records (chat template)."""
-    return [
-        {"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}]}
-        for r in tiny_training_records(n, seed=seed)
-    ]
-
-
-def tiny_text_records(n: int, *, seed: int = 0) -> list[dict[str, str]]:
-    """The same task as plain ``text`` records (prompt and response joined)."""
-    return [{"text": r["prompt"] + r["response"]} for r in tiny_training_records(n, seed=seed)]
-
-
-def write_dataset(path: Path, records: list[dict[str, Any]], fmt: str) -> Path:
-    """Write ``records`` as ``jsonl``, ``csv`` (flat string fields only) or ``parquet``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    elif fmt == "csv":
-        fields = list(dict.fromkeys(k for record in records for k in record))
-        with path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(records)
-    elif fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(records), path)
-    else:
-        raise ValueError(f"unknown dataset format {fmt!r} (jsonl, csv, parquet)")
-    return path
 
 
 def _build_tokenizer(texts: list[str]) -> Any:

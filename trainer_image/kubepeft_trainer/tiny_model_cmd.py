@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubepeft_trainer.tiny_model import build_tiny_model, tiny_training_records, write_dataset
+    from kubepeft.tiny_task import tiny_training_records, write_dataset
+    from kubepeft_trainer.tiny_model import build_tiny_model
 
     path = build_tiny_model(args.out_dir, seed=args.seed, pretrain_steps=args.pretrain_steps)
     print(f"tiny model written to {path}")

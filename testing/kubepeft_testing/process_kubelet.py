@@ -1,6 +1,6 @@
 """A kubelet that runs every worker pod's container as a real local process.
 
-It extends :class:`tests.harness.kubelet.FakeKubelet` (which watches pods and writes their
+It extends :class:`kubepeft_testing.kubelet.FakeKubelet` (which watches pods and writes their
 status): for each schedulable pod it builds a "sandbox" folder, materialises the pod's volumes
 from the API, resolves the container's environment, starts the container's ``command`` + ``args``
 as a process in its own process group, reports ``Running``, and when the process exits reports
@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -51,7 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.kubelet import FakeKubelet, Pod, _key
+from kubepeft.net import free_port
+from kubepeft_testing.kubelet import FakeKubelet, Pod, _key
 
 ENV_MASTER_ADDR = "KUBEPEFT_MASTER_ADDR"
 ENV_MASTER_PORT = "KUBEPEFT_MASTER_PORT"
@@ -61,12 +61,6 @@ LOG_FALLBACK_LINES = 80
 LOG_FALLBACK_BYTES = 2048
 MAX_GRACE_SECONDS = 15.0
 VOLUME_WAIT_SECONDS = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def is_cluster_dns(host: str) -> bool:
@@ -270,7 +264,7 @@ class ProcessKubelet(FakeKubelet):
         if is_cluster_dns(env.get(ENV_MASTER_ADDR, "")):
             gang = (namespace, env[ENV_MASTER_ADDR], env.get(ENV_ATTEMPT, ""))
             if gang not in self._ports:
-                self._ports[gang] = _free_port()
+                self._ports[gang] = free_port()
             env[ENV_MASTER_ADDR] = "127.0.0.1"
             env[ENV_MASTER_PORT] = str(self._ports[gang])
         return env

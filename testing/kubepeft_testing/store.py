@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubepeft.api import models
-from tests.harness.patching import PatchConflict, PatchInvalid, json_patch, merge_patch
-from tests.harness.resources import DEFAULT_RESOURCES, ResourceType, label_errors, name_errors, pod_errors
-from tests.harness.schema import peftjob_errors, prune, validation_errors
-from tests.harness.selectors import Requirement, fields_match, labels_match
+from kubepeft_testing.patching import PatchConflict, PatchInvalid, json_patch, merge_patch
+from kubepeft_testing.resources import DEFAULT_RESOURCES, ResourceType, label_errors, name_errors, pod_errors
+from kubepeft_testing.schema import peftjob_errors, prune, validation_errors
+from kubepeft_testing.selectors import Requirement, fields_match, labels_match
 
 Obj = dict[str, Any]
 ObjKey = tuple[tuple[str, str, str], str, str]  # (resource key, namespace, name)

@@ -13,7 +13,7 @@ Everything listens on loopback on free ports, under one working folder:
 
 There is no scheduler and no kubelet: :mod:`tests.cluster.kubelet` plays the kubelet.
 
-CLI (for benchmarks and people): ``python -m tests.cluster.control_plane up --dir D`` starts one,
+CLI (for benchmarks and people): ``python -m kubepeft_testing.control_plane up --dir D`` starts one,
 prints the admin kubeconfig's path and waits until interrupted.
 """
 
@@ -25,7 +25,6 @@ import ctypes
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ import urllib3
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from kubepeft.net import free_port
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 DEFAULT_ASSETS = Path.home() / ".cache" / "kubepeft" / "kube-bin"
@@ -63,12 +64,6 @@ def missing_assets(assets: Path | None = None) -> str | None:
     if all(os.access(assets / name, os.X_OK) for name in REQUIRED_BINARIES):
         return None
     return HOW_TO_GET.format(where=assets)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -327,7 +322,9 @@ def _up(workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.control_plane", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kubepeft_testing.control_plane", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a control plane, print its admin kubeconfig path, wait for Ctrl-C")
     up.add_argument("--dir", type=Path, required=True, help="working folder (etcd data, certificates, logs)")

@@ -37,10 +37,10 @@ from typing import Any, TypeVar
 import yaml
 from aiohttp import web
 
-from tests.harness.resources import DEFAULT_RESOURCES, ResourceType
-from tests.harness.schema import PEFTJOB_CRD, PEFTSWEEP_CRD, load_crd
-from tests.harness.selectors import SelectorError, parse_selector
-from tests.harness.store import ApiError, Obj, Store, Watch
+from kubepeft_testing.resources import DEFAULT_RESOURCES, ResourceType
+from kubepeft_testing.schema import PEFTJOB_CRD, PEFTSWEEP_CRD, load_crd
+from kubepeft_testing.selectors import SelectorError, parse_selector
+from kubepeft_testing.store import ApiError, Obj, Store, Watch
 
 T = TypeVar("T")
 KUBE_VERSION = {

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tests.harness.resources import ResourceType
+from kubepeft_testing.resources import ResourceType
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PEFTJOB_CRD = REPO_ROOT / "crds" / "kubepeft.dev_peftjobs.yaml"

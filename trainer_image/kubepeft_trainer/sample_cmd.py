@@ -6,6 +6,8 @@ prompt, switching adapters with peft's ``set_adapter``. Without ``--prompt`` it 
 ``task: prompt`` lines from stdin (interactive mode) and answers each, switching as it goes.
 Storage: ``--endpoint`` (+ ``--credentials-dir``), else the embedded S3 server of ``--workdir``
 for ``s3://`` banks (where ``kubepeft run`` put them), else a local path.
+
+A trainer-plane command (registered by entry point): the model runs in this process.
 """
 
 from __future__ import annotations

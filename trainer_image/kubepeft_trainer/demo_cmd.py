@@ -1,6 +1,9 @@
 """``kubepeft demo`` (``make demo``): the main job end to end on a fresh machine.
 
-1. builds the tiny model (``build_tiny_model``) and a small dataset under ``<workdir>/demo/``
+A trainer-plane command (it samples from the models with torch); everything else it reuses from
+the core: the inputs (:mod:`kubepeft.local.demo_inputs`) and the local run (``kubepeft run``).
+
+1. builds the tiny model (``kubepeft tiny-model``) and a small dataset under ``<workdir>/demo/``
    (reused when already there);
 2. starts the embedded S3 server (data under ``<workdir>/s3``, persistent), creates the buckets and
    uploads the model (a manifest'ed prefix, resumable) and the dataset to exactly the URIs that
@@ -24,12 +27,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 import kubepeft
 from kubepeft.contract import output_root
+from kubepeft.local.demo_inputs import (
+    DEMO_RECORDS,
+    DemoInputError,
+    DemoPaths,
+    ensure_dataset,
+    ensure_model,
+    records_for,
+)
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
 from kubepeft.local.quiet import quiet_third_party
 from kubepeft.local.run_cmd import EXIT_INVALID, run_loaded_job
@@ -40,7 +50,6 @@ from kubepeft.storage.errors import StorageError
 from kubepeft.storage.store import Store
 
 EXAMPLE = Path("examples") / "tiny-lora.yaml"
-DEMO_RECORDS = 512
 SAMPLE_SEED = 2024
 
 
@@ -60,62 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--credentials-dir", type=Path, default=None, help="key files for --endpoint")
     parser.add_argument("--records", type=int, default=DEMO_RECORDS, help="dataset size (records)")
     parser.add_argument("--no-sample", action="store_true", help="skip the greedy sample from the merged model")
-
-
-@dataclass(frozen=True)
-class DemoPaths:
-    root: Path
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    def dataset(self, uri: str) -> Path:
-        return self.root / "data" / uri.rstrip("/").rsplit("/", 1)[-1]
-
-    def results(self, name: str) -> Path:
-        return self.root / "results" / name
-
-
-def records_for(job: LoadedJob, count: int, seed: int = 0) -> list[dict[str, Any]]:
-    """The tiny task in the shape the job's dataset template reads."""
-    from kubepeft_trainer.tiny_model import tiny_chat_records, tiny_text_records, tiny_training_records
-
-    assert job.spec.dataset is not None
-    template = job.spec.dataset.template
-    if template == "chat":
-        return tiny_chat_records(count, seed=seed)
-    if template == "text":
-        return tiny_text_records(count, seed=seed)
-    return tiny_training_records(count, seed=seed)
-
-
-def ensure_model(paths: DemoPaths, console: Console) -> Path:
-    """Build the tiny model once; a half-built folder never counts (built aside, then renamed)."""
-    if (paths.model / "config.json").is_file():
-        console.print(f"model: reusing {paths.model}", highlight=False)
-        return paths.model
-    from kubepeft_trainer.tiny_model import build_tiny_model
-
-    console.print("model: building the tiny Llama-style model (pretraining it briefly) ...", highlight=False)
-    staging = paths.model.with_name(paths.model.name + ".building")
-    if staging.exists():
-        import shutil
-
-        shutil.rmtree(staging)
-    build_tiny_model(staging)
-    staging.rename(paths.model)
-    return paths.model
-
-
-def ensure_dataset(job: LoadedJob, paths: DemoPaths, count: int) -> Path:
-    from kubepeft_trainer.tiny_model import write_dataset
-
-    assert job.spec.dataset is not None
-    path = paths.dataset(job.spec.dataset.uri)
-    if not path.is_file():
-        write_dataset(path, records_for(job, count), job.spec.dataset.format)
-    return path
 
 
 @dataclass(frozen=True)
@@ -201,8 +154,9 @@ def sample_prompt(job: LoadedJob) -> tuple[str | list[dict[str, str]], str] | No
 def greedy_sample(model_dir: Path, prompt: str | list[dict[str, str]], max_new_tokens: int = 32) -> str:
     """A greedy continuation of ``prompt`` (text, or chat messages) from a saved causal LM (plain transformers)."""
     import torch
-    from kubepeft_trainer.prompt_bank import greedy
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kubepeft_trainer.prompt_bank import greedy
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -241,7 +195,11 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
         print(f"{example}: the demo needs a job with a dataset", file=sys.stderr)
         return 1
     paths = DemoPaths(workdir / "demo")
-    model_dir = ensure_model(paths, console)
+    try:
+        model_dir = ensure_model(paths, console)
+    except DemoInputError as error:
+        print(f"kubepeft demo: {error}", file=sys.stderr)
+        return 1
     dataset_file = ensure_dataset(job, paths, args.records)
     uris = [job.spec.model.uri, job.spec.dataset.uri, job.spec.output.uri]
     buckets = sorted({b for uri in uris if (b := bucket_of(uri))})
