@@ -447,6 +447,7 @@ class DistributedSpec(ApiModel):
 
 # --- volumes, output, checkpoints, run policy ---------------------------------------------
 
+
 def _mount_of(volume: str) -> str:
     """CEL: the effective mount path of a ``spec.volumes`` item (as :meth:`VolumeSpec.effective_mount_path`)."""
     return f"(has({volume}.mountPath) ? {volume}.mountPath : '{DEFAULT_VOLUME_ROOT}/' + {volume}.claimName)"
@@ -658,7 +659,11 @@ class PeftJobSpec(ApiModel):
                 "each volume needs its own mountPath, not inside another volume's",
                 field_path=".volumes",
             ),
-            cel(_no_parent_segments("self.model.uri"), "model.uri must not contain '..' segments", field_path=".model.uri"),
+            cel(
+                _no_parent_segments("self.model.uri"),
+                "model.uri must not contain '..' segments",
+                field_path=".model.uri",
+            ),
             cel(
                 f"!has(self.dataset) || ({_no_parent_segments('self.dataset.uri')})",
                 "dataset.uri must not contain '..' segments",
