@@ -245,7 +245,7 @@ SAMPLES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "dataset.uri must not contain '..' segments",
-        {**BASE_SPEC, "dataset": {"uri": "s3://b/../d"}, "output": OUTPUT},  # S3 keys are not paths
+        {**BASE_SPEC, "dataset": {"uri": "s3://bkt/../d"}, "output": OUTPUT},  # S3 keys are not paths
         {**BASE_SPEC, "dataset": {"uri": "pvc://data/.."}, "output": OUTPUT},
     ),
     (

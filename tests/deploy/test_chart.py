@@ -51,7 +51,7 @@ NAMESPACED_NEEDS = (
     | _grant("", ("configmaps",), ("list", "watch", "create", "get", "patch"))
     | _grant("", ("services", "serviceaccounts"), ("get", "create"))
     | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "create"))
-    | _grant("", ("secrets",), ("get",))
+    | _grant("", ("secrets", "persistentvolumeclaims"), ("get",))
     | _grant("", ("events",), ("create",))
 )
 CLUSTER_WIDE_NEEDS = (
@@ -144,7 +144,7 @@ def test_the_secret_access_policy_checks_every_secret_reference_and_can_restrict
     for expression in expressions:
         env.compile(expression)
     assert of_kind(render({"admissionPolicy": {"enabled": False}}), "ValidatingAdmissionPolicy") == []
-    assert len(of_kind(render({}), "ValidatingAdmissionPolicy")[0]["spec"]["validations"]) == 3
+    assert len(of_kind(render({}), "ValidatingAdmissionPolicy")[0]["spec"]["validations"]) == 5
 
 
 # --- the operator Deployment ------------------------------------------------------------------
