@@ -128,7 +128,7 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
     ]
 
 
-def test_the_secret_access_policy_checks_every_secret_reference_and_can_restrict_images() -> None:
+def test_the_access_policy_checks_every_secret_and_claim_reference_and_can_restrict_images() -> None:
     """Its verdicts are tested against a real API server (tests/cluster); here: its shape."""
     import celpy  # the CEL syntax, offline (Kubernetes adds authorizer and request on top)
 
@@ -140,11 +140,23 @@ def test_the_secret_access_policy_checks_every_secret_reference_and_can_restrict
     for source in ("model", "dataset", "output"):
         assert any(f"object.spec.{source}.credentialsSecretRef.name" in e and "check('get')" in e for e in expressions)
     assert any("registry.example.com/ml" in e for e in expressions)
+    # One rule per index of the adapters' and the volumes' lists, as many as the CRD allows items.
+    from kubepeft.api.validate import crd_schema
+
+    spec = crd_schema()["properties"]["spec"]["properties"]
+    adapters = spec["adapters"]["properties"]["sources"]["maxItems"]
+    volumes = spec["volumes"]["maxItems"]
+    for i in range(adapters):
+        assert any(f"object.spec.adapters.sources[{i}].credentialsSecretRef.name" in e for e in expressions), i
+    assert not any(f"object.spec.adapters.sources[{adapters}]" in e for e in expressions)
+    for i in range(volumes):
+        assert any(f"name(object.spec.volumes[{i}].claimName).check('get')" in e for e in expressions), i
+    assert not any(f"object.spec.volumes[{volumes}]" in e for e in expressions)
     env = celpy.Environment()
     for expression in expressions:
         env.compile(expression)
     assert of_kind(render({"admissionPolicy": {"enabled": False}}), "ValidatingAdmissionPolicy") == []
-    assert len(of_kind(render({}), "ValidatingAdmissionPolicy")[0]["spec"]["validations"]) == 5
+    assert len(of_kind(render({}), "ValidatingAdmissionPolicy")[0]["spec"]["validations"]) == 3 + adapters + volumes
 
 
 # --- the operator Deployment ------------------------------------------------------------------
