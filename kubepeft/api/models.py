@@ -482,7 +482,9 @@ class VolumeSpec(ApiModel):
     """Name of the PersistentVolumeClaim in the job's namespace; ``pvc://<claimName>/path`` names a path on it."""
     mount_path: str | None = Field(default=None, max_length=1024, pattern=r"^/[^\s]*[^/\s]$")
     """Where the claim is mounted in the workers (default ``/mnt/kubepeft/volumes/<claimName>``); absolute
-    paths under it work like ``pvc://`` URIs."""
+    paths under it work like ``pvc://`` URIs. Each volume has its own, not inside another's, and not on,
+    inside or above a folder the worker uses itself (``/etc/kubepeft``, ``/var/run/secrets``, ``/scratch``,
+    ``/tmp``, ``/cache``, ``/dev/shm``, ``/opt/venv``, ``/usr``, ``/proc``, ``/sys``)."""
 
     def effective_mount_path(self) -> str:
         return self.mount_path or f"{DEFAULT_VOLUME_ROOT}/{self.claim_name}"

@@ -333,3 +333,19 @@ def test_suspend_may_change() -> None:
     new["metadata"]["labels"] = {"a": "b"}
     assert validate_update(old, new) == []
     assert validate_update(old, old) == []
+
+
+def test_the_mount_path_rule_and_its_description_name_every_reserved_folder() -> None:
+    from kubepeft.api.models import VolumeSpec
+    from kubepeft.worker_paths import RESERVED
+
+    description = VolumeSpec.model_fields["mount_path"].description or ""
+    assert all(f"``{path}``" in description for path in RESERVED)
+    _path, node, rule = rule_with(
+        "mountPath must not be on, inside or above a folder the worker uses itself (" + ", ".join(RESERVED) + ")"
+    )
+    for path in RESERVED:
+        for bad in (path, f"{path}/x", path.rsplit("/", 1)[0] or "/x"):
+            if bad != "/x":
+                assert evaluate_rule(rule, {"claimName": "a", "mountPath": bad}, node) is False, bad
+    assert evaluate_rule(rule, {"claimName": "a", "mountPath": "/models"}, node) is True
