@@ -8,12 +8,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.identities import Identity, service_account_identity
 from tests.cluster.rest import Kube, KubeError
-from tests.cluster.support import wait_for
+from tests.cluster.support import apply_crd, wait_for
 from tests.deploy.support import of_kind, render
+from tests.fixtures.api import REPO_ROOT
+from tests.operator.scenario_support import peftsweep
 from tests.operator.support import S3_KEYS, peftjob, secret
 
 pytestmark = pytest.mark.cluster
@@ -168,3 +171,33 @@ def test_adapters_secrets_and_declared_claims_need_the_users_own_right(
     assert job["spec"]["volumes"] == ANYWHERE["volumes"]
     assert job["spec"]["dataset"]["endpoint"] == "https://lake.example.com"
     assert job["spec"]["adapters"]["sources"][0]["credentialsSecretRef"]["name"] == "adapter-creds"
+
+
+SWEEPS = "/apis/kubepeft.dev/v1alpha1/namespaces/{ns}/peftsweeps"
+SWEEP_RULE = {"apiGroups": ["kubepeft.dev"], "resources": ["peftsweeps"], "verbs": ["create"]}
+
+
+def test_a_sweeps_template_needs_the_same_rights_as_a_job(
+    control_plane: ControlPlane, admin: Kube, namespace: str, policy: object
+) -> None:
+    """The operator creates the trials (and may get every Secret): the sweep itself is checked."""
+    from kubepeft.api import sweep_crd
+
+    apply_crd(admin, yaml.safe_load((REPO_ROOT / "crds" / sweep_crd.CRD_FILE).read_text(encoding="utf-8")))
+    for name in ("model-creds", "s3-creds"):
+        admin.create(secret(name, *S3_KEYS), namespace)
+    outsider = user(control_plane, admin, namespace, "sweeper", secrets=False, more=[SWEEP_RULE])
+
+    def refused() -> KubeError | None:
+        try:
+            outsider.kube.request("POST", SWEEPS.format(ns=namespace), peftsweep("probe"))
+        except KubeError as error:
+            return error if error.status == 403 else None
+        admin.delete(SWEEPS.format(ns=namespace) + "/probe")
+        return None
+
+    error = wait_for(refused, 30, what="the policy in force for sweeps")
+    assert "spec.template.model.credentialsSecretRef" in error.message and '"model-creds"' in error.message
+    reader = user(control_plane, admin, namespace, "sweep-reader", secrets=True, more=[SWEEP_RULE])
+    sweep = reader.kube.request("POST", SWEEPS.format(ns=namespace), peftsweep("allowed"))
+    assert sweep["metadata"]["name"] == "allowed"

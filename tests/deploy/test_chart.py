@@ -137,8 +137,15 @@ def test_the_access_policy_checks_every_secret_and_claim_reference_and_can_restr
         "ValidatingAdmissionPolicy",
     )
     expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    # A sweep's template is checked like a job's spec (the operator, not the user, creates its trials).
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["peftjobs", "peftsweeps"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["spec"] == "object.kind == 'PeftSweep' ? object.spec.template : object.spec"
+    assert all("object.spec" not in e for e in expressions)
     for source in ("model", "dataset", "output"):
-        assert any(f"object.spec.{source}.credentialsSecretRef.name" in e and "check('get')" in e for e in expressions)
+        assert any(
+            f"variables.spec.{source}.credentialsSecretRef.name" in e and "check('get')" in e for e in expressions
+        )
     assert any("registry.example.com/ml" in e for e in expressions)
     # One rule per index of the adapters' and the volumes' lists, as many as the CRD allows items.
     from kubepeft.api.validate import crd_schema
@@ -147,11 +154,11 @@ def test_the_access_policy_checks_every_secret_and_claim_reference_and_can_restr
     adapters = spec["adapters"]["properties"]["sources"]["maxItems"]
     volumes = spec["volumes"]["maxItems"]
     for i in range(adapters):
-        assert any(f"object.spec.adapters.sources[{i}].credentialsSecretRef.name" in e for e in expressions), i
-    assert not any(f"object.spec.adapters.sources[{adapters}]" in e for e in expressions)
+        assert any(f"variables.spec.adapters.sources[{i}].credentialsSecretRef.name" in e for e in expressions), i
+    assert not any(f"variables.spec.adapters.sources[{adapters}]" in e for e in expressions)
     for i in range(volumes):
-        assert any(f"name(object.spec.volumes[{i}].claimName).check('get')" in e for e in expressions), i
-    assert not any(f"object.spec.volumes[{volumes}]" in e for e in expressions)
+        assert any(f"name(variables.spec.volumes[{i}].claimName).check('get')" in e for e in expressions), i
+    assert not any(f"variables.spec.volumes[{volumes}]" in e for e in expressions)
     env = celpy.Environment()
     for expression in expressions:
         env.compile(expression)
