@@ -369,3 +369,18 @@ def test_preflight_names_a_missing_adapter_secret_and_a_missing_claim() -> None:
     assert check_claims(job, single, NS).reason == "PersistentVolumeClaimAccessMode"
     one_node = spec(**{**SPECS["volumes"].to_wire(), "resources": {"nodes": 1, "gpusPerNode": 0}})
     assert check_claims(one_node, single, NS).ok
+
+
+def test_a_sweeps_report_pod_mounts_only_the_claim_its_output_is_on() -> None:
+    from kubepeft_operator.sweep.logic import SweepRef
+    from kubepeft_operator.sweep.report_pod import render_report_pod
+
+    from kubepeft.api.sweep_models import PeftSweepSpec
+
+    template = SPECS["volumes"].to_wire()
+    sweep = PeftSweepSpec.model_validate({"template": template, "parameters": [{"path": "lora.r", "values": [2, 4]}]})
+    pod = render_report_pod(SweepRef(name="ranks", namespace=NS, uid=UID), sweep, SETTINGS)
+    validate(pod)
+    claims = [v["persistentVolumeClaim"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "scratch-runs.v1"}]  # read-write: the report is written there
+    assert {"name": "claim-1", "mountPath": "/data/runs"} in pod["spec"]["containers"][0]["volumeMounts"]

@@ -94,12 +94,15 @@ def _env(
     return env
 
 
-def _claims(spec: PeftJobSpec) -> tuple[list[Any], list[Any]]:
-    """Declared PersistentVolumeClaims: read-only, except the one the output is written to."""
+def claim_volumes(spec: PeftJobSpec, only: set[str] | None = None) -> tuple[list[Any], list[Any]]:
+    """Declared PersistentVolumeClaims (those in ``only``, if given): read-only, except the one the
+    output is written to."""
     writable = writable_claims(spec)
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     for index, volume in enumerate(spec.volumes or []):
+        if only is not None and volume.claim_name not in only:
+            continue
         name = f"claim-{index}"  # claim names may be longer than a volume name allows
         read_only = volume.claim_name not in writable
         claim: dict[str, Any] = {"claimName": volume.claim_name}
@@ -144,7 +147,7 @@ def _volumes(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings) ->
         {"name": "scratch", "mountPath": SCRATCH_DIR},
         {"name": "dshm", "mountPath": SHM_DIR},
     ]
-    for more_volumes, more_mounts in (_credentials(spec, settings), _claims(spec)):
+    for more_volumes, more_mounts in (_credentials(spec, settings), claim_volumes(spec)):
         volumes += more_volumes
         mounts += more_mounts
     return volumes, mounts
