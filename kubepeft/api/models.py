@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from kubepeft.worker_paths import DEFAULT_VOLUME_ROOT, RESERVED
+
 GROUP = "kubepeft.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -436,17 +438,44 @@ class DistributedSpec(ApiModel):
 
 # --- volumes, output, checkpoints, run policy ---------------------------------------------
 
-DEFAULT_VOLUME_ROOT = "/mnt/kubepeft/volumes"
+
+def _mount_of(volume: str) -> str:
+    """CEL: the effective mount path of a ``spec.volumes`` item (as :meth:`VolumeSpec.effective_mount_path`)."""
+    return f"(has({volume}.mountPath) ? {volume}.mountPath : '{DEFAULT_VOLUME_ROOT}/' + {volume}.claimName)"
+
+
+def _reserved_rule() -> str:
+    """CEL: a mount path is neither on, inside nor above a folder the worker uses itself."""
+    reserved = ", ".join(f"'{path}'" for path in RESERVED)
+    clear = "self.mountPath != p && !self.mountPath.startsWith(p + '/') && !p.startsWith(self.mountPath + '/')"
+    return f"!has(self.mountPath) || [{reserved}].all(p, {clear})"
 
 
 class VolumeSpec(ApiModel):
     """A PersistentVolumeClaim mounted into every worker pod: read-only, unless the output is on it."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                _reserved_rule(),
+                f"mountPath must not be on, inside or above a folder the worker uses itself ({', '.join(RESERVED)})",
+                field_path=".mountPath",
+            ),
+            cel(
+                "!has(self.mountPath) || !self.mountPath.matches('//|/[.][.]?(/|$)')",
+                "mountPath must be a plain absolute path (no empty, '.' or '..' segments)",
+                field_path=".mountPath",
+            ),
+        )
+    )
+
     claim_name: str = Field(min_length=1, max_length=253, pattern=f"^{CLAIM_NAME_PATTERN}$")
     """Name of the PersistentVolumeClaim in the job's namespace; ``pvc://<claimName>/path`` names a path on it."""
     mount_path: str | None = Field(default=None, max_length=1024, pattern=r"^/[^\s]*[^/\s]$")
     """Where the claim is mounted in the workers (default ``/mnt/kubepeft/volumes/<claimName>``); absolute
-    paths under it work like ``pvc://`` URIs."""
+    paths under it work like ``pvc://`` URIs. Each volume has its own, not inside another's, and not on,
+    inside or above a folder the worker uses itself (``/etc/kubepeft``, ``/var/run/secrets``, ``/scratch``,
+    ``/tmp``, ``/cache``, ``/dev/shm``, ``/opt/venv``, ``/usr``, ``/proc``, ``/sys``)."""
 
     def effective_mount_path(self) -> str:
         return self.mount_path or f"{DEFAULT_VOLUME_ROOT}/{self.claim_name}"
@@ -456,6 +485,18 @@ def _declared_claim(uri: str) -> str:
     """CEL: a ``pvc://`` URI names a claim of ``spec.volumes``."""
     on_claim = f"{uri} == 'pvc://' + v.claimName || {uri}.startsWith('pvc://' + v.claimName + '/')"
     return f"!{uri}.startsWith('pvc://') || (has(self.volumes) && self.volumes.exists(v, {on_claim}))"
+
+
+def _no_parent_segments(uri: str) -> str:
+    """CEL: a ``pvc://`` URI or an absolute path has no ``..`` segment (it could leave its claim)."""
+    return f"!({uri}.startsWith('pvc://') || {uri}.startsWith('/')) || !{uri}.matches('/[.][.](/|$)')"
+
+
+def _distinct_mounts() -> str:
+    """CEL: no two volumes share a mount path, and none is mounted inside another."""
+    a, b = _mount_of("a"), _mount_of("b")
+    own = f"self.volumes.exists_one(b, {b} == {a})"
+    return f"!has(self.volumes) || self.volumes.all(a, {own} && self.volumes.all(b, !{a}.startsWith({b} + '/')))"
 
 
 class OutputSpec(ApiModel):
@@ -605,6 +646,31 @@ class PeftJobSpec(ApiModel):
                 "!has(self.volumes) || self.volumes.all(a, self.volumes.exists_one(b, b.claimName == a.claimName))",
                 "each claim is declared once in spec.volumes",
                 field_path=".volumes",
+            ),
+            cel(
+                _distinct_mounts(),
+                "each volume needs its own mountPath, not inside another volume's",
+                field_path=".volumes",
+            ),
+            cel(
+                _no_parent_segments("self.model.uri"),
+                "model.uri must not contain '..' segments",
+                field_path=".model.uri",
+            ),
+            cel(
+                f"!has(self.dataset) || ({_no_parent_segments('self.dataset.uri')})",
+                "dataset.uri must not contain '..' segments",
+                field_path=".dataset.uri",
+            ),
+            cel(
+                f"!has(self.adapters) || self.adapters.sources.all(s, {_no_parent_segments('s.uri')})",
+                "an adapters.sources uri must not contain '..' segments",
+                field_path=".adapters.sources",
+            ),
+            cel(
+                _no_parent_segments("self.output.uri"),
+                "output.uri must not contain '..' segments",
+                field_path=".output.uri",
             ),
             cel(_presence_rule(), IMMUTABLE_MESSAGE, reason="FieldValueForbidden"),
         )

@@ -16,12 +16,14 @@ import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from kubepeft.api.models import (
     ApiModel,
     Condition,
     ObjectMeta,
     PeftJobSpec,
+    SourceAccess,
     cel,
     validations,
 )
@@ -38,6 +40,7 @@ PATH_PATTERN = r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*$"
 # Sections of the spec whose fields are not tunable: identities, placement and lifecycle.
 _FIXED_PREFIXES = ("output.", "runPolicy.", "checkpointing.", "resources.", "distributed.")
 _SCALAR_TYPES = ("string", "integer", "number", "boolean")
+_ACCESS_FIELDS = {to_camel(name) for name in SourceAccess.model_fields}
 
 
 def _leaf_paths(schema: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -59,11 +62,12 @@ def tunable_paths() -> dict[str, dict[str, Any]]:
     from kubepeft.api.crd import model_schema  # the PeftJob spec schema, as the CRD has it
 
     leaves = _leaf_paths(model_schema(PeftJobSpec))
-    # Credentials are references to Secrets, never something to experiment with.
+    # Credentials are references to Secrets, and where a source is reached (endpoint, region) is
+    # not an experiment either: only what a source is (its uri) may vary.
     return {
         path: node
         for path, node in leaves.items()
-        if not path.startswith(_FIXED_PREFIXES) and ".credentialsSecretRef." not in path
+        if not path.startswith(_FIXED_PREFIXES) and not set(path.split(".")[1:]) & _ACCESS_FIELDS
     }
 
 

@@ -184,7 +184,7 @@ class KubeApi:
     # --- the calls the operator makes --------------------------------------------------------
     # Reads of jobs, pods and progress come from the watch cache; these are the writes, plus the
     # few reads the cache cannot answer (a job after a conflict, a Secret's keys, the owner of a
-    # child that already existed).
+    # child that already existed, the access modes of a declared claim).
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(JOBS_PATH.format(namespace=namespace) + f"/{name}")
@@ -199,6 +199,13 @@ class KubeApi:
         if secret is None:
             return None
         return frozenset(secret.get("data") or {}) | frozenset(secret.get("stringData") or {})
+
+    async def claim_access_modes(self, namespace: str, name: str) -> tuple[str, ...] | None:
+        """A PersistentVolumeClaim's access modes (``None`` if absent)."""
+        claim = await self._get_or_none(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}")
+        if claim is None:
+            return None
+        return tuple((claim.get("spec") or {}).get("accessModes") or ())
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Create and return the stored object; ``None`` if one of that name already exists."""

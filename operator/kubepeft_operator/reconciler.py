@@ -43,7 +43,7 @@ from kubepeft_operator.lifecycle import (
     reject,
 )
 from kubepeft_operator.metrics import Metrics
-from kubepeft_operator.preflight import check_secrets, secrets_to_read
+from kubepeft_operator.preflight import check_claims, check_secrets, claims_to_read, secrets_to_read
 from kubepeft_operator.render import JobIdentity, credential_mounts, render_job_children, render_workers
 from kubepeft_operator.settings import OperatorSettings
 from kubepeft_operator.status import (
@@ -231,7 +231,12 @@ class Reconciler:
         mounts = credential_mounts(spec, self.settings)
         names = sorted(secrets_to_read(mounts))
         keys = await asyncio.gather(*(self.secret_keys(namespace, name) for name in names))
-        return check_secrets(mounts, dict(zip(names, keys, strict=True)), namespace)
+        secrets = check_secrets(mounts, dict(zip(names, keys, strict=True)), namespace)
+        if not secrets.ok:
+            return secrets
+        claims = claims_to_read(spec)
+        modes = await asyncio.gather(*(self.kube.claim_access_modes(namespace, claim) for claim in claims))
+        return check_claims(spec, dict(zip(claims, modes, strict=True)), namespace)
 
     async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """A Secret's key names; a found Secret is trusted for a minute (a burst of jobs naming

@@ -42,6 +42,9 @@ CORE = [
     ResourceType("", "v1", "services", "Service", status_subresource=True, short_names=("svc",), name_rule="label1035"),
     ResourceType("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     ResourceType("", "v1", "secrets", "Secret"),
+    ResourceType(
+        "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", status_subresource=True, short_names=("pvc",)
+    ),
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     ResourceType("", "v1", "events", "Event", short_names=("ev",)),
     ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, status_subresource=True, name_rule="label"),

@@ -54,6 +54,7 @@ def test_there_are_rules_on_every_object_that_needs_them() -> None:
         "spec.resources",
         "spec.resources.tolerations[]",
         "spec.distributed",
+        "spec.volumes[]",
     }
 
 
@@ -190,6 +191,85 @@ SAMPLES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"offloadOptimizer": True},
     ),
     (
+        "model.uri names a claim not in spec.volumes",
+        {**BASE_SPEC, "model": {"uri": "pvc://models/m"}, "volumes": [{"claimName": "models"}], "output": OUTPUT},
+        {**BASE_SPEC, "model": {"uri": "pvc://models/m"}, "volumes": [{"claimName": "model"}], "output": OUTPUT},
+    ),
+    (
+        "dataset.uri names a claim not in spec.volumes",
+        {**BASE_SPEC, "dataset": {"uri": "pvc://data"}, "volumes": [{"claimName": "data"}], "output": OUTPUT},
+        {**BASE_SPEC, "dataset": {"uri": "pvc://data/train.jsonl"}, "output": OUTPUT},
+    ),
+    (
+        "an adapters.sources uri names a claim not in spec.volumes",
+        {
+            **BASE_SPEC,
+            "adapters": {"sources": [{"uri": "pvc://a/x"}]},
+            "volumes": [{"claimName": "a"}],
+            "output": OUTPUT,
+        },
+        {
+            **BASE_SPEC,
+            "adapters": {"sources": [{"uri": "pvc://ab/x"}]},
+            "volumes": [{"claimName": "a"}],
+            "output": OUTPUT,
+        },
+    ),
+    (
+        "output.uri names a claim not in spec.volumes",
+        {**BASE_SPEC, "volumes": [{"claimName": "runs"}], "output": {"uri": "pvc://runs/out"}},
+        {**BASE_SPEC, "output": {"uri": "pvc://runs/out"}},
+    ),
+    (
+        "each claim is declared once in spec.volumes",
+        {**BASE_SPEC, "volumes": [{"claimName": "a"}, {"claimName": "b"}], "output": OUTPUT},
+        {**BASE_SPEC, "volumes": [{"claimName": "a"}, {"claimName": "a", "mountPath": "/a"}], "output": OUTPUT},
+    ),
+    (
+        "each volume needs its own mountPath, not inside another volume's",
+        {
+            **BASE_SPEC,
+            "volumes": [{"claimName": "a", "mountPath": "/data"}, {"claimName": "b", "mountPath": "/data2"}],
+            "output": OUTPUT,
+        },
+        {
+            **BASE_SPEC,
+            "volumes": [{"claimName": "a", "mountPath": "/data"}, {"claimName": "b", "mountPath": "/data/b"}],
+            "output": OUTPUT,
+        },
+    ),
+    (
+        "model.uri must not contain '..' segments",
+        {**BASE_SPEC, "model": {"uri": "/models/m..v2"}, "output": OUTPUT},
+        {**BASE_SPEC, "model": {"uri": "/models/../m"}, "output": OUTPUT},
+    ),
+    (
+        "dataset.uri must not contain '..' segments",
+        {**BASE_SPEC, "dataset": {"uri": "s3://bkt/../d"}, "output": OUTPUT},  # S3 keys are not paths
+        {**BASE_SPEC, "dataset": {"uri": "pvc://data/.."}, "output": OUTPUT},
+    ),
+    (
+        "an adapters.sources uri must not contain '..' segments",
+        {**BASE_SPEC, "adapters": {"sources": [{"uri": "pvc://a/..x"}]}, "output": OUTPUT},
+        {**BASE_SPEC, "adapters": {"sources": [{"uri": "pvc://a/x/../y"}]}, "output": OUTPUT},
+    ),
+    (
+        "output.uri must not contain '..' segments",
+        {**BASE_SPEC, "output": {"uri": "pvc://runs/out"}},
+        {**BASE_SPEC, "output": {"uri": "/out/.."}},
+    ),
+    (
+        "mountPath must not be on, inside or above a folder the worker uses itself (/etc/kubepeft, /var/run/secrets,"
+        " /scratch, /tmp, /cache, /dev/shm, /opt/venv, /usr, /proc, /sys)",
+        {"claimName": "a", "mountPath": "/scratch2"},
+        {"claimName": "a", "mountPath": "/etc"},
+    ),
+    (
+        "mountPath must be a plain absolute path (no empty, '.' or '..' segments)",
+        {"claimName": "a", "mountPath": "/data/.cache"},
+        {"claimName": "a", "mountPath": "/data//x"},
+    ),
+    (
         "merge-only jobs combine LoRA adapters; method must be lora or qlora",
         {"method": "qlora", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
         {"method": "promptTuning", "adapters": {"mergeOnly": True, "sources": [{"uri": "/a"}]}, "output": OUTPUT},
@@ -253,3 +333,19 @@ def test_suspend_may_change() -> None:
     new["metadata"]["labels"] = {"a": "b"}
     assert validate_update(old, new) == []
     assert validate_update(old, old) == []
+
+
+def test_the_mount_path_rule_and_its_description_name_every_reserved_folder() -> None:
+    from kubepeft.api.models import VolumeSpec
+    from kubepeft.worker_paths import RESERVED
+
+    description = VolumeSpec.model_fields["mount_path"].description or ""
+    assert all(f"``{path}``" in description for path in RESERVED)
+    _path, node, rule = rule_with(
+        "mountPath must not be on, inside or above a folder the worker uses itself (" + ", ".join(RESERVED) + ")"
+    )
+    for path in RESERVED:
+        for bad in (path, f"{path}/x", path.rsplit("/", 1)[0] or "/x"):
+            if bad != "/x":
+                assert evaluate_rule(rule, {"claimName": "a", "mountPath": bad}, node) is False, bad
+    assert evaluate_rule(rule, {"claimName": "a", "mountPath": "/models"}, node) is True

@@ -106,6 +106,9 @@ def test_tunable_paths_come_from_the_peftjob_schema() -> None:
     )
     assert not [p for p in paths if p.startswith(("output.", "runPolicy.", "resources."))]
     assert not [p for p in paths if "credentialsSecretRef" in p]
+    # Where a source is reached is not an experiment (a sweep cannot send a source's keys elsewhere).
+    assert not [p for p in paths if p.endswith((".endpoint", ".region", ".forcePathStyle"))]
+    assert not [p for p in paths if p.startswith("volumes")]
     assert paths["lora.r"]["type"] == "integer"
 
 

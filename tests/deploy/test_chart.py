@@ -51,7 +51,7 @@ NAMESPACED_NEEDS = (
     | _grant("", ("configmaps",), ("list", "watch", "create", "get", "patch"))
     | _grant("", ("services", "serviceaccounts"), ("get", "create"))
     | _grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), ("get", "create"))
-    | _grant("", ("secrets",), ("get",))
+    | _grant("", ("secrets", "persistentvolumeclaims"), ("get",))
     | _grant("", ("events",), ("create",))
 )
 CLUSTER_WIDE_NEEDS = (
@@ -128,7 +128,7 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
     ]
 
 
-def test_the_secret_access_policy_checks_every_secret_reference_and_can_restrict_images() -> None:
+def test_the_access_policy_checks_every_secret_and_claim_reference_and_can_restrict_images() -> None:
     """Its verdicts are tested against a real API server (tests/cluster); here: its shape."""
     import celpy  # the CEL syntax, offline (Kubernetes adds authorizer and request on top)
 
@@ -137,14 +137,33 @@ def test_the_secret_access_policy_checks_every_secret_reference_and_can_restrict
         "ValidatingAdmissionPolicy",
     )
     expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    # A sweep's template is checked like a job's spec (the operator, not the user, creates its trials).
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["peftjobs", "peftsweeps"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["spec"] == "object.kind == 'PeftSweep' ? object.spec.template : object.spec"
+    assert all("object.spec" not in e for e in expressions)
     for source in ("model", "dataset", "output"):
-        assert any(f"object.spec.{source}.credentialsSecretRef.name" in e and "check('get')" in e for e in expressions)
+        assert any(
+            f"variables.spec.{source}.credentialsSecretRef.name" in e and "check('get')" in e for e in expressions
+        )
     assert any("registry.example.com/ml" in e for e in expressions)
+    # One rule per index of the adapters' and the volumes' lists, as many as the CRD allows items.
+    from kubepeft.api.validate import crd_schema
+
+    spec = crd_schema()["properties"]["spec"]["properties"]
+    adapters = spec["adapters"]["properties"]["sources"]["maxItems"]
+    volumes = spec["volumes"]["maxItems"]
+    for i in range(adapters):
+        assert any(f"variables.spec.adapters.sources[{i}].credentialsSecretRef.name" in e for e in expressions), i
+    assert not any(f"variables.spec.adapters.sources[{adapters}]" in e for e in expressions)
+    for i in range(volumes):
+        assert any(f"name(variables.spec.volumes[{i}].claimName).check('get')" in e for e in expressions), i
+    assert not any(f"variables.spec.volumes[{volumes}]" in e for e in expressions)
     env = celpy.Environment()
     for expression in expressions:
         env.compile(expression)
     assert of_kind(render({"admissionPolicy": {"enabled": False}}), "ValidatingAdmissionPolicy") == []
-    assert len(of_kind(render({}), "ValidatingAdmissionPolicy")[0]["spec"]["validations"]) == 3
+    assert len(of_kind(render({}), "ValidatingAdmissionPolicy")[0]["spec"]["validations"]) == 3 + adapters + volumes
 
 
 # --- the operator Deployment ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The chart grants the operator exactly the verbs its requests use (plus what RBAC itself requires).
 
 The operator is run through every code path that talks to the API server (success with TTL
-deletion, a gang restart that re-ensures existing children, a missing Secret, a name conflict,
+deletion, a gang restart that re-ensures existing children, a missing Secret, a missing
+PersistentVolumeClaim, a name conflict,
 a two-trial PeftSweep with its report pod);
 the test API server records each request as RBAC sees it (verb, group, resource). Those made by
 the operator's own client and by kopf are compared with the ClusterRole the chart renders.
@@ -80,8 +81,14 @@ def test_the_chart_grants_exactly_the_verbs_the_operator_uses(
     cluster.create(
         "peftjobs", NS, peftjob("nosecret", model={"uri": "s3://models/x", "credentialsSecretRef": {"name": "x"}})
     )
+    cluster.create(
+        "peftjobs",
+        NS,
+        peftjob("noclaim", model={"uri": "pvc://models/tiny"}, volumes=[{"claimName": "models"}]),
+    )
     wait_phase(cluster, "Failed", name="clash")
     wait_phase(cluster, "Failed", name="nosecret")
+    wait_phase(cluster, "Failed", name="noclaim")
     wait_for(lambda: cluster.get("peftjobs", NS, "tune") is None, timeout=30, what="the job deleted by its TTL")
     wait_for(
         lambda: ((cluster.get("peftsweeps", NS, "sweepy") or {}).get("status") or {}).get("phase") == "Succeeded",

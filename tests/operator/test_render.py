@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from kubepeft_operator import naming
-from kubepeft_operator.preflight import check_secrets
+from kubepeft_operator.preflight import check_claims, check_secrets, claims_to_read
 from kubepeft_operator.render import (
     credential_mounts,
     render_job_children,
@@ -17,7 +17,8 @@ from kubepeft_operator.render import (
 )
 from kubepeft_operator.settings import OperatorSettings
 
-from kubepeft.contract import TrainerConfig
+from kubepeft.contract import DEFAULT_CONFIG_PATH, TrainerConfig
+from kubepeft.worker_paths import CONFIG_DIR, RESERVED
 from tests.operator.support import NS, S3_KEYS, UID, identity, spec
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -59,6 +60,19 @@ SPECS = {
         model={"uri": "hf://org/model", "credentialsSecretRef": {"name": "hf", "tokenKey": "tok"}},
         dataset={"uri": "/data/train.jsonl"},
         output={"uri": "/out"},
+    ),
+    # Inputs from anywhere: a model on a claim, a dataset on a second S3 server with its own keys,
+    # an adapter with its own Secret, the output on another claim (read-write).
+    "volumes": spec(
+        model={"uri": "pvc://models/tiny-llama"},
+        dataset={
+            "uri": "s3://lake/train.jsonl",
+            "endpoint": "https://lake.example.com",
+            "credentialsSecretRef": {"name": "lake-creds"},
+        },
+        adapters={"sources": [{"uri": "s3://runs/adapters/a", "credentialsSecretRef": {"name": "adapter-creds"}}]},
+        volumes=[{"claimName": "models"}, {"claimName": "scratch-runs.v1", "mountPath": "/data/runs"}],
+        output={"uri": "/data/runs/out"},
     ),
 }
 SETTINGS_VARIANTS = {
@@ -272,3 +286,101 @@ def test_trainer_role_grants_only_its_progress_config_map() -> None:
     ]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tune-trainer", "namespace": NS}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_declared_claims_are_mounted_read_only_except_the_outputs() -> None:
+    pod = render_worker_pod(identity(), SPECS["volumes"], SETTINGS, attempt=1, rank=0)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert volumes["claim-0"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert mounts["claim-0"] == {"name": "claim-0", "mountPath": "/mnt/kubepeft/volumes/models", "readOnly": True}
+    # The output is an absolute path on the second claim: that one is writable.
+    assert volumes["claim-1"]["persistentVolumeClaim"] == {"claimName": "scratch-runs.v1"}
+    assert mounts["claim-1"] == {"name": "claim-1", "mountPath": "/data/runs"}
+    assert pod["spec"]["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    # A pvc:// output makes its own claim writable the same way.
+    on_claim = spec(volumes=[{"claimName": "runs"}], output={"uri": "pvc://runs/out"})
+    claim = render_worker_pod(identity(), on_claim, SETTINGS, 1, 0)["spec"]["volumes"][-1]
+    assert claim["persistentVolumeClaim"] == {"claimName": "runs"}
+    # Jobs without volumes render exactly as before.
+    plain = render_worker_pod(identity(), spec(), SETTINGS, 1, 0)
+    assert "fsGroupChangePolicy" not in plain["spec"]["securityContext"]
+    assert not [v for v in plain["spec"]["volumes"] if "persistentVolumeClaim" in v]
+
+
+def test_every_folder_the_worker_mounts_itself_is_reserved_from_declared_volumes() -> None:
+    """The API keeps declared volumes off these folders (kubepeft.worker_paths.RESERVED): a new
+    worker mount outside them would let a volume hide it."""
+    assert DEFAULT_CONFIG_PATH.startswith(CONFIG_DIR + "/")
+    settings = SETTINGS_VARIANTS["full"]
+    pod = render_worker_pod(identity(), SPECS["volumes"], settings, attempt=1, rank=0)
+    own = [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"] if not m["name"].startswith("claim-")]
+    assert own and all(any(p == r or p.startswith(r + "/") for r in RESERVED) for p in own), own
+
+
+def test_each_input_reads_its_own_credentials_adapters_included() -> None:
+    mounts = {m.source: m for m in credential_mounts(SPECS["volumes"], SETTINGS_VARIANTS["full"])}
+    # The model is on a claim (no keys); the adapter and the dataset have their own Secrets; the
+    # output is a path (no keys).
+    assert set(mounts) == {"dataset", "adapter-0"}
+    assert mounts["adapter-0"].secret == "adapter-creds" and mounts["adapter-0"].explicit
+    assert mounts["adapter-0"].path == "/var/run/secrets/kubepeft/adapter-0"
+    assert mounts["dataset"].secret == "lake-creds"
+    config_map = render_job_children(identity(), SPECS["volumes"], SETTINGS)[0]
+    config = TrainerConfig.from_json(config_map["data"]["config.json"])
+    assert config.credentials_dirs == {
+        "dataset": "/var/run/secrets/kubepeft/dataset",
+        "adapter-0": "/var/run/secrets/kubepeft/adapter-0",
+    }
+    assert config.spec.volumes == SPECS["volumes"].volumes  # the trainer maps pvc:// from the spec
+
+
+def test_an_adapter_without_a_ref_uses_the_outputs_secret_on_the_outputs_endpoint_only() -> None:
+    """It no longer reads the output's folder by accident: it gets its own folder, holding the
+    output's keys only where the API's defaulting rule says so."""
+    same = spec(adapters={"sources": [{"uri": "s3://runs/adapters/a"}]})
+    mounts = {m.source: m for m in credential_mounts(same, SETTINGS_VARIANTS["full"])}
+    assert mounts["adapter-0"].secret == "s3-creds" and mounts["adapter-0"].explicit
+    own = spec(adapters={"sources": [{"uri": "s3://lake/a", "endpoint": "https://other.example.com"}]})
+    mounts = {m.source: m for m in credential_mounts(own, SETTINGS_VARIANTS["full"])}
+    # Another endpoint: neither the output's Secret nor the operator's default (keys for its endpoint).
+    assert "adapter-0" not in mounts and mounts["model"].secret == "model-creds"
+
+
+def test_preflight_names_a_missing_adapter_secret_and_a_missing_claim() -> None:
+    job = SPECS["volumes"]
+    mounts = credential_mounts(job, SETTINGS)
+    found = {"lake-creds": frozenset(S3_KEYS)}
+    result = check_secrets(mounts, found, NS)
+    assert result.reason == "SecretNotFound"
+    assert (
+        result.message == f'Secret "adapter-creds" (credentials for adapters.sources[0]) not found in namespace "{NS}"'
+    )
+    assert check_secrets(mounts, {**found, "adapter-creds": frozenset(S3_KEYS)}, NS).ok
+
+    assert claims_to_read(job) == ["models", "scratch-runs.v1"]
+    missing = check_claims(job, {"models": ("ReadOnlyMany",)}, NS)
+    assert missing.reason == "PersistentVolumeClaimNotFound"
+    assert missing.message == f'PersistentVolumeClaim "scratch-runs.v1" (spec.volumes) not found in namespace "{NS}"'
+    both = {"models": ("ReadOnlyMany",), "scratch-runs.v1": ("ReadWriteMany",)}
+    assert check_claims(job, both, NS).ok
+    # Two workers cannot share a single-pod claim; one worker can.
+    single = {**both, "models": ("ReadWriteOncePod",)}
+    assert check_claims(job, single, NS).reason == "PersistentVolumeClaimAccessMode"
+    one_node = spec(**{**SPECS["volumes"].to_wire(), "resources": {"nodes": 1, "gpusPerNode": 0}})
+    assert check_claims(one_node, single, NS).ok
+
+
+def test_a_sweeps_report_pod_mounts_only_the_claim_its_output_is_on() -> None:
+    from kubepeft_operator.sweep.logic import SweepRef
+    from kubepeft_operator.sweep.report_pod import render_report_pod
+
+    from kubepeft.api.sweep_models import PeftSweepSpec
+
+    template = SPECS["volumes"].to_wire()
+    sweep = PeftSweepSpec.model_validate({"template": template, "parameters": [{"path": "lora.r", "values": [2, 4]}]})
+    pod = render_report_pod(SweepRef(name="ranks", namespace=NS, uid=UID), sweep, SETTINGS)
+    validate(pod)
+    claims = [v["persistentVolumeClaim"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "scratch-runs.v1"}]  # read-write: the report is written there
+    assert {"name": "claim-1", "mountPath": "/data/runs"} in pod["spec"]["containers"][0]["volumeMounts"]

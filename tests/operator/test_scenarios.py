@@ -233,6 +233,42 @@ def test_missing_secret_fails_the_job_without_workers(apiserver: ApiServer, star
     assert apiserver.list("pods", NS) == []
 
 
+def claim(name: str, *modes: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": list(modes), "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def test_declared_claims_are_checked_then_mounted(cluster: ApiServer, start_operator: Any, start_trainers: Any) -> None:
+    start_operator()
+    start_trainers(lambda p: PodScript(exit_code=0, run_for=0.2))
+    volumes = [{"claimName": "models"}, {"claimName": "runs"}]
+    on_claims = {"model": {"uri": "pvc://models/tiny"}, "volumes": volumes, "output": {"uri": "pvc://runs/out"}}
+    cluster.create("peftjobs", NS, peftjob("missing", **on_claims))
+    failed = wait_phase(cluster, "Failed", name="missing")
+    assert condition(failed, "Failed")["reason"] == "PersistentVolumeClaimNotFound"
+    assert '"models"' in failed["message"] and not pods(cluster)
+    cluster.create("persistentvolumeclaims", NS, claim("models", "ReadWriteOncePod"))
+    cluster.create("persistentvolumeclaims", NS, claim("runs", "ReadWriteMany"))
+    cluster.create("peftjobs", NS, peftjob("single", **on_claims))
+    refused = wait_phase(cluster, "Failed", name="single")
+    assert condition(refused, "Failed")["reason"] == "PersistentVolumeClaimAccessMode"
+    cluster.delete("persistentvolumeclaims", NS, "models")
+    cluster.create("persistentvolumeclaims", NS, claim("models", "ReadOnlyMany"))
+    cluster.create("peftjobs", NS, peftjob("tune", **on_claims))
+    wait_phase(cluster, "Succeeded")
+    claims = [
+        {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"].get("readOnly", False)}
+        for pod in pods(cluster)
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == [{"models": True}, {"runs": False}] * 2
+
+
 def test_pods_the_api_server_refuses_fail_the_job_instead_of_retrying(cluster: ApiServer, start_operator: Any) -> None:
     """A spec that passes the CRD but renders a pod the API server rejects (422) cannot run."""
     start_operator()

@@ -137,6 +137,10 @@ wildcards). Used by the ClusterRole (cluster-wide) and by each namespaced Role.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# The PersistentVolumeClaims a job declares (exist, access modes), checked before its pods start.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from kubepeft.api.models import CredentialsSecretRef, PeftJobSpec
 from kubepeft.contract import CONFIG_KEY, TrainerConfig, build_trainer_config
+from kubepeft.sources import Source, job_sources
+from kubepeft.worker_paths import CREDENTIALS_ROOT
 from kubepeft_operator import naming
 from kubepeft_operator.render.common import JobIdentity, child_metadata
 from kubepeft_operator.settings import OperatorSettings
-
-CREDENTIALS_ROOT = "/var/run/secrets/kubepeft"
-Source = Literal["model", "dataset", "output"]
 
 
 @dataclass(frozen=True)
 class CredentialMount:
     """One source's credentials: a Secret projected as files into ``<root>/<source>/``."""
 
-    source: Source
+    source: str
+    """``model``, ``dataset``, ``adapter-<i>`` or ``output`` (``kubepeft.sources``)."""
     secret: str
     items: tuple[tuple[str, str], ...]  # (key in the Secret, file name)
     explicit: bool
@@ -34,16 +34,8 @@ class CredentialMount:
         return f"credentials-{self.source}"
 
 
-def _scheme(uri: str) -> str:
-    if uri.startswith("s3://"):
-        return "s3"
-    if uri.startswith("hf://"):
-        return "hf"
-    return "path"
-
-
-def _items(scheme: str, ref: CredentialsSecretRef) -> tuple[tuple[str, str], ...]:
-    if scheme == "s3":
+def _items(source: Source, ref: CredentialsSecretRef) -> tuple[tuple[str, str], ...]:
+    if source.scheme == "s3":
         return (
             (ref.access_key_id_key, "AWS_ACCESS_KEY_ID"),
             (ref.secret_access_key_key, "AWS_SECRET_ACCESS_KEY"),
@@ -51,34 +43,27 @@ def _items(scheme: str, ref: CredentialsSecretRef) -> tuple[tuple[str, str], ...
     return ((ref.token_key, "HF_TOKEN"),)
 
 
-def credential_mounts(spec: PeftJobSpec, settings: OperatorSettings) -> list[CredentialMount]:
-    """Which Secret each remote source reads its credentials from.
+def _mount(source: Source, settings: OperatorSettings) -> CredentialMount | None:
+    if source.scheme not in ("s3", "hf"):
+        return None  # pvc:// and paths are volumes: no keys
+    if source.credentials is not None:
+        return CredentialMount(source.name, source.credentials.name, _items(source, source.credentials), True)
+    # The operator's default Secret holds keys for its default endpoint (and, optionally, a hub
+    # token): an S3 source on an endpoint of its own does not get it, as it gets none of the output's.
+    if not settings.default_credentials_secret or (source.scheme == "s3" and source.own_endpoint):
+        return None
+    default = CredentialsSecretRef(name=settings.default_credentials_secret)
+    return CredentialMount(source.name, default.name, _items(source, default), explicit=False)
 
-    Local paths need none. A source without a ``credentialsSecretRef`` uses the operator's
+
+def credential_mounts(spec: PeftJobSpec, settings: OperatorSettings) -> list[CredentialMount]:
+    """Which Secret each remote source (inputs, adapters included, then the output) reads keys from.
+
+    Which Secret a source uses is ``kubepeft.sources``' answer (its own ref; else, for an S3 input
+    on the output's endpoint, the output's). A remote source left without one uses the operator's
     default Secret when one is configured, mounted optionally (public hub models need none).
-    An S3 dataset falls back to the output's ref, as documented on the API; a hub dataset does
-    not (the output's Secret holds S3 keys, not a hub token).
     """
-    sources: list[tuple[Source, str, CredentialsSecretRef | None]] = [
-        ("model", spec.model.uri, spec.model.credentials_secret_ref)
-    ]
-    if spec.dataset is not None:
-        ref = spec.dataset.credentials_secret_ref
-        if ref is None and _scheme(spec.dataset.uri) == "s3":
-            ref = spec.output.credentials_secret_ref
-        sources.append(("dataset", spec.dataset.uri, ref))
-    sources.append(("output", spec.output.uri, spec.output.credentials_secret_ref))
-    mounts = []
-    for source, uri, ref in sources:
-        scheme = _scheme(uri)
-        if scheme == "path":
-            continue
-        if ref is not None:
-            mounts.append(CredentialMount(source, ref.name, _items(scheme, ref), explicit=True))
-        elif settings.default_credentials_secret:
-            default = CredentialsSecretRef(name=settings.default_credentials_secret)
-            mounts.append(CredentialMount(source, default.name, _items(scheme, default), explicit=False))
-    return mounts
+    return [mount for source in job_sources(spec) if (mount := _mount(source, settings)) is not None]
 
 
 def trainer_config(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings) -> TrainerConfig:

@@ -18,6 +18,8 @@ from kubepeft.contract import (
     ENV_WORKDIR,
     LauncherEnv,
 )
+from kubepeft.sources import writable_claims
+from kubepeft.worker_paths import CACHE_DIR, CONFIG_DIR, SCRATCH_DIR, SHM_DIR, TMP_DIR
 from kubepeft_operator import naming
 from kubepeft_operator.render.common import JobIdentity, child_metadata
 from kubepeft_operator.render.config import credential_mounts
@@ -25,8 +27,6 @@ from kubepeft_operator.settings import OperatorSettings
 
 CONTAINER_NAME = "trainer"
 TRAINER_UID = 1000
-CONFIG_DIR = DEFAULT_CONFIG_PATH.rsplit("/", 1)[0]
-SCRATCH_DIR = "/scratch"
 GPU_RESOURCE = "nvidia.com/gpu"
 _CPU_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
 
@@ -94,6 +94,40 @@ def _env(
     return env
 
 
+def claim_volumes(spec: PeftJobSpec, only: set[str] | None = None) -> tuple[list[Any], list[Any]]:
+    """Declared PersistentVolumeClaims (those in ``only``, if given): read-only, except the one the
+    output is written to."""
+    writable = writable_claims(spec)
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, volume in enumerate(spec.volumes or []):
+        if only is not None and volume.claim_name not in only:
+            continue
+        name = f"claim-{index}"  # claim names may be longer than a volume name allows
+        read_only = volume.claim_name not in writable
+        claim: dict[str, Any] = {"claimName": volume.claim_name}
+        mount: dict[str, Any] = {"name": name, "mountPath": volume.effective_mount_path()}
+        if read_only:
+            claim["readOnly"] = True
+            mount["readOnly"] = True
+        volumes.append({"name": name, "persistentVolumeClaim": claim})
+        mounts.append(mount)
+    return volumes, mounts
+
+
+def _credentials(spec: PeftJobSpec, settings: OperatorSettings) -> tuple[list[Any], list[Any]]:
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for cred in credential_mounts(spec, settings):
+        items = [{"key": key, "path": path} for key, path in cred.items]
+        secret: dict[str, Any] = {"name": cred.secret, "items": items}
+        if not cred.explicit:
+            secret["optional"] = True
+        volumes.append({"name": cred.volume_name, "projected": {"defaultMode": 0o440, "sources": [{"secret": secret}]}})
+        mounts.append({"name": cred.volume_name, "mountPath": cred.path, "readOnly": True})
+    return volumes, mounts
+
+
 def _volumes(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings) -> tuple[list[Any], list[Any]]:
     scratch: dict[str, Any] = {"sizeLimit": spec.resources.scratch} if spec.resources.scratch else {}
     volumes: list[dict[str, Any]] = [
@@ -108,42 +142,41 @@ def _volumes(job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings) ->
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "cache", "mountPath": "/cache"},
+        {"name": "tmp", "mountPath": TMP_DIR},
+        {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
-        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "dshm", "mountPath": SHM_DIR},
     ]
-    for cred in credential_mounts(spec, settings):
-        items = [{"key": key, "path": path} for key, path in cred.items]
-        secret: dict[str, Any] = {"name": cred.secret, "items": items}
-        if not cred.explicit:
-            secret["optional"] = True
-        volumes.append({"name": cred.volume_name, "projected": {"defaultMode": 0o440, "sources": [{"secret": secret}]}})
-        mounts.append({"name": cred.volume_name, "mountPath": cred.path, "readOnly": True})
+    for more_volumes, more_mounts in (_credentials(spec, settings), claim_volumes(spec)):
+        volumes += more_volumes
+        mounts += more_mounts
     return volumes, mounts
 
 
-def render_worker_pod(
-    job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings, attempt: int, rank: int
-) -> dict[str, Any]:
-    res = spec.resources
+def _metadata(job: JobIdentity, spec: PeftJobSpec, attempt: int, rank: int) -> dict[str, Any]:
     labels = {naming.LABEL_ATTEMPT: str(attempt), naming.LABEL_RANK: str(rank)}
     annotations: dict[str, str] = {}
     if queue := job.labels.get(naming.KUEUE_QUEUE_LABEL):
         # Kueue admits the attempt's pods as one group (plain-pod gang).
         labels[naming.KUEUE_QUEUE_LABEL] = queue
         labels[naming.KUEUE_POD_GROUP_LABEL] = naming.fit(job.name, f"-a{attempt}")
-        annotations[naming.KUEUE_POD_GROUP_TOTAL] = str(res.nodes)
+        annotations[naming.KUEUE_POD_GROUP_TOTAL] = str(spec.resources.nodes)
     metadata = child_metadata(job, naming.worker_pod_name(job.name, attempt, rank), "worker", **labels)
     if annotations:
         metadata["annotations"] = annotations
-    volumes, mounts = _volumes(job, spec, settings)
-    container: dict[str, Any] = {
+    return metadata
+
+
+def _container(
+    spec: PeftJobSpec, settings: OperatorSettings, env: list[dict[str, Any]], mounts: list[Any]
+) -> dict[str, Any]:
+    res = spec.resources
+    return {
         "name": CONTAINER_NAME,
         "image": res.image or (settings.trainer_image if res.gpus_per_node > 0 else settings.trainer_image_cpu),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kubepeft", "train"],
-        "env": _env(job, spec, settings, attempt, rank),
+        "env": env,
         "ports": [{"name": "rendezvous", "containerPort": DEFAULT_MASTER_PORT, "protocol": "TCP"}],
         "resources": _resources(spec, settings),
         "volumeMounts": mounts,
@@ -155,6 +188,44 @@ def render_worker_pod(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+
+
+def _pod_security(spec: PeftJobSpec) -> dict[str, Any]:
+    security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "fsGroup": TRAINER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if spec.volumes:
+        # Without it the kubelet re-chowns a whole claim (a model store: many large files) at every mount.
+        security["fsGroupChangePolicy"] = "OnRootMismatch"
+    return security
+
+
+def _placement(spec: PeftJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """Scheduling and pull fields of the pod spec, each present only when set."""
+    res = spec.resources
+    placement: dict[str, Any] = {}
+    if node_selector := {**settings.trainer_node_selector, **res.node_selector}:
+        placement["nodeSelector"] = node_selector
+    if tolerations := _tolerations(spec, settings):
+        placement["tolerations"] = tolerations
+    if res.affinity:
+        placement["affinity"] = res.affinity
+    if res.priority_class_name:
+        placement["priorityClassName"] = res.priority_class_name
+    if settings.image_pull_secrets:
+        placement["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+    return placement
+
+
+def render_worker_pod(
+    job: JobIdentity, spec: PeftJobSpec, settings: OperatorSettings, attempt: int, rank: int
+) -> dict[str, Any]:
+    volumes, mounts = _volumes(job, spec, settings)
+    env = _env(job, spec, settings, attempt, rank)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "hostname": naming.worker_hostname(job.name, rank),
@@ -163,27 +234,12 @@ def render_worker_pod(
         "automountServiceAccountToken": True,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "runAsGroup": TRAINER_UID,
-            "fsGroup": TRAINER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
+        "securityContext": _pod_security(spec),
+        "containers": [_container(spec, settings, env, mounts)],
         "volumes": volumes,
+        **_placement(spec, settings),
     }
-    if node_selector := {**settings.trainer_node_selector, **res.node_selector}:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations := _tolerations(spec, settings):
-        pod_spec["tolerations"] = tolerations
-    if res.affinity:
-        pod_spec["affinity"] = res.affinity
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
-    if settings.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(job, spec, attempt, rank), "spec": pod_spec}
 
 
 def render_workers(

@@ -13,10 +13,12 @@ from typing import Any
 from kubepeft.api.models import PeftJobSpec
 from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus, SweepReport
 from kubepeft.contract import output_root
+from kubepeft.sources import writable_claims
 from kubepeft.storage.uri import join
 from kubepeft.sweep.report import BANK_JSON, RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG, bank_task_path
 from kubepeft_operator import naming
 from kubepeft_operator.render.config import credential_mounts
+from kubepeft_operator.render.workers import claim_volumes
 from kubepeft_operator.settings import OperatorSettings
 from kubepeft_operator.sweep.logic import LABEL_SWEEP, Event, SweepRef, owner_reference
 
@@ -92,6 +94,10 @@ def _credentials(template: PeftJobSpec, settings: OperatorSettings) -> tuple[lis
 
 def render_report_pod(sweep: SweepRef, spec: PeftSweepSpec, settings: OperatorSettings) -> dict[str, Any]:
     volumes, mounts, args = _credentials(spec.template, settings)
+    # An output on a claim: the report is written there, so that claim (only) is mounted read-write.
+    claims, claim_mounts = claim_volumes(spec.template, writable_claims(spec.template))
+    volumes += claims
+    mounts += claim_mounts
     volumes += [
         {"name": "input", "configMap": {"name": report_name(sweep.name)}},
         {"name": "tmp", "emptyDir": {}},
