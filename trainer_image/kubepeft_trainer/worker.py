@@ -143,6 +143,12 @@ class Evaluation:
     batches: EvalBatches
     reduce: Callable[[torch.Tensor], torch.Tensor]
 
+    @classmethod
+    def of(cls, job: RankJob, world: World, inputs: TrainingInputs) -> Evaluation:
+        batch_size = job.training.per_device_batch_size
+        batches = make_eval_batches(inputs.validation, inputs.collate, batch_size, rank=world.rank, world=world.size)
+        return cls(batches, all_reduce_sum(world.accelerator))
+
     def run(self, model: Any, world: World) -> tuple[float | None, float | None]:
         return evaluate(model, self.batches, all_reduce=self.reduce, device=world.accelerator.device)
 
@@ -169,6 +175,7 @@ class Outcome:
 
 
 def run_worker(config: TrainerConfig, settings: TrainerSettings, workdir: Path) -> int:
+    """Every stage of one rank, in order (the order of every random draw: do not reorder)."""
     job = RankJob.of(config, settings, workdir)
     world = start_world(job)
     reporter = Reporter.from_settings(settings, enabled=world.main)
@@ -177,12 +184,7 @@ def run_worker(config: TrainerConfig, settings: TrainerSettings, workdir: Path) 
     inputs = load_inputs(job, world)
     prepared = prepare_training(job, world, inputs)
     checkpoints = open_checkpoints(job, world, store)
-    evaluation = Evaluation(
-        make_eval_batches(
-            inputs.validation, inputs.collate, job.training.per_device_batch_size, rank=world.rank, world=world.size
-        ),
-        all_reduce_sum(world.accelerator),
-    )
+    evaluation = Evaluation.of(job, world, inputs)
     start = restore_or_evaluate_before(job, world, prepared, checkpoints, evaluation)
     if world.main:
         report_start(reporter, start, prepared)
