@@ -222,10 +222,8 @@ class LauncherEnv:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> LauncherEnv:
         env: Any = os.environ if environ is None else environ
-        # An Indexed Job gives each pod JOB_COMPLETION_INDEX; it is the node rank.
-        rank = env.get(ENV_NODE_RANK) or env.get("JOB_COMPLETION_INDEX") or "0"
         return cls(
-            node_rank=int(rank),
+            node_rank=int(env.get(ENV_NODE_RANK) or "0"),
             num_nodes=int(env.get(ENV_NUM_NODES, "1")),
             procs_per_node=int(env.get(ENV_PROCS_PER_NODE, "1")),
             master_addr=env.get(ENV_MASTER_ADDR, "127.0.0.1"),

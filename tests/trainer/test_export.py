@@ -8,21 +8,22 @@ from typing import Any
 
 import pytest
 from kubepeft_trainer import export
+from kubepeft_trainer.rank_files import TrainingResult
 
 from kubepeft.contract import build_trainer_config
 from kubepeft.storage import open_store, sha256_file
 from tests.fixtures.training import lora_job_spec
 
-RESULT = {
-    "final_step": 4,
-    "total_steps": 4,
-    "epoch": 0.5,
-    "eval_loss_before": 2.0,
-    "eval_loss_after": 1.5,
-    "loss_history": [[1, 3.0], [2, 2.5], [3, 2.0], [4, 1.8]],
-    "eval_history": [],
-    "tokens_seen": 400,
-}
+RESULT = TrainingResult(
+    final_step=4,
+    total_steps=4,
+    epoch=0.5,
+    eval_loss_before=2.0,
+    eval_loss_after=1.5,
+    loss_history=[(1, 3.0), (2, 2.5), (3, 2.0), (4, 1.8)],
+    eval_history=[],
+    tokens_seen=400,
+)
 
 
 def _staged(tmp_path: Path, *, merge: bool) -> tuple[Any, Path]:

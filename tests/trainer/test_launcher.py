@@ -11,6 +11,7 @@ from kubepeft_trainer.distributed import (
     effective_precision,
 )
 from kubepeft_trainer.launcher import classify_exit, last_interval_loss
+from kubepeft_trainer.rank_files import RankFailure
 
 from kubepeft.api.models import PeftJobSpec, TrainingSpec
 from kubepeft.contract import ENV_NODE_RANK, EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv
@@ -121,15 +122,15 @@ def test_effective_precision(requested: Any, cuda: bool, deepspeed: bool, expect
 def test_classify_exit() -> None:
     assert classify_exit(0, []) == (EXIT_OK, None)
     assert classify_exit(1, [])[0] == EXIT_RETRYABLE
-    bad = {"rank": 1, "exit_code": 3, "error": "PermanentTrainerError", "message": "data.jsonl:7: bad JSON"}
-    other = {"rank": 0, "exit_code": 1, "error": "RuntimeError", "message": "gloo"}
+    bad = RankFailure(rank=1, exit_code=3, error="PermanentTrainerError", message="data.jsonl:7: bad JSON")
+    other = RankFailure(rank=0, exit_code=1, error="RuntimeError", message="gloo")
     assert classify_exit(1, [other, bad]) == (EXIT_PERMANENT, "data.jsonl:7: bad JSON")
     code, message = classify_exit(1, [other])
     assert code == EXIT_RETRYABLE and "gloo" in (message or "")
 
 
 def test_final_loss_is_the_mean_of_the_last_reporting_interval() -> None:
-    history = [[step, float(step)] for step in range(1, 13)]
+    history = [(step, float(step)) for step in range(1, 13)]
     # Reports every 5 steps: the last interval after step 10 is steps 11-12.
     assert last_interval_loss(history, TrainingSpec(max_steps=12, log_every_steps=5)) == 11.5
     # A full last interval: steps 6-10.

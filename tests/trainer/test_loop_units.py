@@ -9,6 +9,7 @@ import torch
 from kubepeft_trainer.evaluation import count_label_tokens, make_eval_batches, token_loss_sum
 from kubepeft_trainer.export import build_metrics
 from kubepeft_trainer.loss_curve import plot_loss_curve
+from kubepeft_trainer.rank_files import TrainingResult
 from kubepeft_trainer.sampling import DataPlan
 
 
@@ -64,13 +65,15 @@ def test_eval_batches_are_equal_in_number_on_every_rank() -> None:
 
 
 def test_metrics_and_loss_curve(tmp_path: Path) -> None:
-    result = {
-        "eval_loss_before": 2.0,
-        "eval_loss_after": 1.0,
-        "loss_history": [(1, 3.0), (2, 2.0)],
-        "final_step": 2,
-        "tokens_seen": 100,
-    }
+    result = TrainingResult(
+        total_steps=2,
+        final_step=2,
+        epoch=0.5,
+        eval_loss_before=2.0,
+        eval_loss_after=1.0,
+        loss_history=[(1, 3.0), (2, 2.0)],
+        tokens_seen=100,
+    )
     metrics = build_metrics(result)
     assert metrics["perplexity_after"] == pytest.approx(2.718281828)
     assert metrics["train_loss_first"] == 3.0 and metrics["train_loss_last10_mean"] == 2.5
@@ -80,7 +83,7 @@ def test_metrics_and_loss_curve(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
 def test_optimizers(name: str) -> None:
-    from kubepeft_trainer.worker import build_optimizer
+    from kubepeft_trainer.optimization import build_optimizer
 
     p = torch.nn.Parameter(torch.ones(3))
     optimizer = build_optimizer(name, [p], 0.1, 0.0)
@@ -91,7 +94,7 @@ def test_optimizers(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "constant", "constantWithWarmup"])
 def test_schedulers(name: str) -> None:
-    from kubepeft_trainer.worker import SCHEDULER_NAMES
+    from kubepeft_trainer.optimization import SCHEDULER_NAMES
     from transformers import get_scheduler
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)

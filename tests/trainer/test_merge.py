@@ -11,7 +11,13 @@ import pytest
 import torch
 from kubepeft_trainer.data import build_datasets, collate
 from kubepeft_trainer.errors import PermanentTrainerError
-from kubepeft_trainer.merge import AdapterInput, merge_adapter_into_base, merge_weighted_adapters
+from kubepeft_trainer.merge import (
+    AdapterInput,
+    MergeOptions,
+    merge_adapter_into_base,
+    merge_job_adapters,
+    merge_weighted_adapters,
+)
 from kubepeft_trainer.methods import get_method
 from kubepeft_trainer.model_loading import load_base_model, load_tokenizer
 
@@ -87,9 +93,7 @@ def test_merged_equals_base_plus_adapter_and_reloads_plainly(
         tiny_model_dir,
         adapters["a"],
         tmp_path / "merged",
-        dtype="float32",
-        max_shard_size="5GB",
-        tokenizer_path=tiny_model_dir,
+        MergeOptions(dtype="float32", max_shard_size="5GB", tokenizer_path=tiny_model_dir),
     )
     merged = plain_reload(out)
     reference = PeftModel.from_pretrained(base_fp32(tiny_model_dir), adapters["a"])
@@ -107,11 +111,13 @@ def test_merge_settings_from_the_spec_and_dtype_cast(
     tiny_model_dir: Path, adapters: dict[str, Path], batch: dict[str, torch.Tensor], tmp_path: Path
 ) -> None:
     spec = make_spec(tiny_model_dir, output={"uri": "/nowhere", "merge": True, "mergedDtype": "bfloat16"})
-    out = merge_adapter_into_base(tiny_model_dir, adapters["a"], tmp_path / "merged", spec)
+    out = merge_adapter_into_base(tiny_model_dir, adapters["a"], tmp_path / "merged", MergeOptions.from_spec(spec))
     merged = plain_reload(out)
     assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
-    full = plain_reload(merge_adapter_into_base(tiny_model_dir, adapters["a"], tmp_path / "f32", dtype="float32"))
+    full = plain_reload(
+        merge_adapter_into_base(tiny_model_dir, adapters["a"], tmp_path / "f32", MergeOptions(dtype="float32"))
+    )
     # bf16 keeps ~3 significant digits: close to the float32 merge, not equal.
     assert 0 < (logits(merged, batch) - logits(full, batch)).abs().max().item() < 0.1
 
@@ -121,7 +127,7 @@ def test_prompt_tuning_adapters_do_not_merge(tiny_model_dir: Path, tokenizer: An
     model = get_method(spec).apply(load_base_model(tiny_model_dir, spec), tokenizer, spec)
     model.save_pretrained(str(tmp_path / "prompt"))
     with pytest.raises(PermanentTrainerError, match="PROMPT_TUNING adapter; only LoRA adapters merge"):
-        merge_adapter_into_base(tiny_model_dir, tmp_path / "prompt", tmp_path / "merged", dtype="float32")
+        merge_adapter_into_base(tiny_model_dir, tmp_path / "prompt", tmp_path / "merged", MergeOptions(dtype="float32"))
 
 
 def lora_weights(adapter: Path) -> tuple[dict[str, torch.Tensor], float]:
@@ -144,7 +150,7 @@ def test_weighted_cat_combination_is_the_weighted_sum_of_updates(
     tiny_model_dir: Path, adapters: dict[str, Path], tmp_path: Path
 ) -> None:
     inputs = [AdapterInput(adapters["a"], 0.7, "first"), AdapterInput(adapters["r2"], -0.4, "second")]
-    out = merge_weighted_adapters(tiny_model_dir, inputs, "cat", tmp_path / "merged", dtype="float32")
+    out = merge_weighted_adapters(tiny_model_dir, inputs, "cat", tmp_path / "merged", MergeOptions(dtype="float32"))
     merged = dict(plain_reload(out).named_parameters())
     base = dict(base_fp32(tiny_model_dir).named_parameters())
     (wa, sa), (wb, sb) = lora_weights(adapters["a"]), lora_weights(adapters["r2"])
@@ -164,9 +170,7 @@ def test_weighted_linear_combination_matches_peft_math_and_the_active_adapter(
         inputs,
         "linear",
         tmp_path / "merged",
-        dtype="float32",
-        max_shard_size="100KB",
-        tokenizer_path=tiny_model_dir,
+        MergeOptions(dtype="float32", max_shard_size="100KB", tokenizer_path=tiny_model_dir),
         adapter_out_dir=tmp_path / "combined",
     )
     # Sharded: the merged model (~450 KB) is split into several files with an index.
@@ -213,7 +217,9 @@ def test_merge_only_call_with_the_job_spec(tiny_model_dir: Path, adapters: dict[
         },
         output={"uri": "/nowhere", "merge": True, "mergedDtype": "float32", "maxShardSize": "5GB"},
     )
-    out = merge_weighted_adapters(tiny_model_dir, [adapters["a"], adapters["r2"]], tmp_path / "merged", spec)
+    out = merge_job_adapters(
+        tiny_model_dir, [adapters["a"], adapters["r2"]], spec, tmp_path / "merged", tmp_path / "adapter"
+    )
     merged = dict(plain_reload(out).named_parameters())
     base = dict(base_fp32(tiny_model_dir).named_parameters())
     (wa, sa), (wb, sb) = lora_weights(adapters["a"]), lora_weights(adapters["r2"])
@@ -227,4 +233,4 @@ def test_linear_combination_of_different_ranks_is_a_permanent_error(
 ) -> None:
     inputs = [AdapterInput(adapters["a"], 0.5, "x"), AdapterInput(adapters["r2"], 0.5, "y")]
     with pytest.raises(PermanentTrainerError, match=r"adapters\.combination linear"):
-        merge_weighted_adapters(tiny_model_dir, inputs, "linear", tmp_path / "merged", dtype="float32")
+        merge_weighted_adapters(tiny_model_dir, inputs, "linear", tmp_path / "merged", MergeOptions(dtype="float32"))

@@ -14,7 +14,7 @@ from kubepeft_trainer.progress import (
     configmap_patch,
     progress_line,
     read_reports,
-    sinks_from_env,
+    sinks_from_settings,
     termination_message,
 )
 
@@ -93,12 +93,14 @@ def test_termination_sink_only_final_and_bounded(tmp_path: Path) -> None:
     assert json.loads(termination_message(TrainerReport(state="Succeeded")))["state"] == "Succeeded"
 
 
-def test_sinks_from_env(tmp_path: Path) -> None:
+def test_sinks_from_settings(tmp_path: Path) -> None:
+    from kubepeft_trainer.settings import TrainerSettings
+
     env = {
         "KUBEPEFT_PROGRESS_FILE": str(tmp_path / "p.jsonl"),
         "KUBEPEFT_PROGRESS_CONFIGMAP": "cm",
         "KUBEPEFT_NAMESPACE": "team",
     }
-    sinks = sinks_from_env(env, termination_log=str(tmp_path / "absent"))
+    sinks = sinks_from_settings(TrainerSettings.load(env), termination_log=str(tmp_path / "absent"))
     assert [type(s).__name__ for s in sinks] == ["FileSink", "ConfigMapSink"]
     assert isinstance(sinks[1], ConfigMapSink) and sinks[1].namespace == "team"

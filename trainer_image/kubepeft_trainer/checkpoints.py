@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 NODES_DIR = "nodes"
-PART_WAIT_TIMEOUT_S = float(os.environ.get("KUBEPEFT_CHECKPOINT_PART_TIMEOUT", "900"))
 
 
 @dataclass
@@ -131,6 +130,7 @@ class CheckpointManager:
         num_nodes: int,
         keep: int,
         deepspeed: bool,
+        part_timeout: float,
     ) -> None:
         self.accelerator = accelerator
         self.store = store
@@ -140,6 +140,8 @@ class CheckpointManager:
         self.num_nodes = num_nodes
         self.keep = keep
         self.deepspeed = deepspeed
+        # How long node 0 waits for the other nodes' parts ($KUBEPEFT_CHECKPOINT_PART_TIMEOUT).
+        self.part_timeout = part_timeout
         self.uploader: BackgroundUploader | None = (
             BackgroundUploader(store, max_pending=1) if accelerator.is_local_main_process else None
         )
@@ -195,7 +197,7 @@ class CheckpointManager:
         apply_retention(self.store, self.checkpoints_uri, self.keep)
 
     def _wait_for_parts(self, uri: str) -> list[Manifest] | None:
-        deadline = time.monotonic() + PART_WAIT_TIMEOUT_S
+        deadline = time.monotonic() + self.part_timeout
         delay = 0.05
         while True:
             manifests = [self.store.read_manifest(join(uri, node_part_name(k))) for k in range(self.num_nodes)]

@@ -20,7 +20,6 @@ Measured traps these functions encode (see the environment guide):
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,9 +30,8 @@ from kubepeft.contract import LauncherEnv
 Precision = Literal["bf16", "fp16", "fp32"]
 
 WORKER_MODULE = "kubepeft_trainer.worker"
-# Tests set this to 0 so that ZeRO-3 really partitions a tiny model's parameters; DeepSpeed's
-# default (1e5) keeps every small tensor whole on every rank.
-ENV_ZERO3_PERSISTENCE_THRESHOLD = "KUBEPEFT_ZERO3_PERSISTENCE_THRESHOLD"
+# DeepSpeed's default: it keeps every small tensor whole on every rank. Tests set 0
+# ($KUBEPEFT_ZERO3_PERSISTENCE_THRESHOLD) so that ZeRO-3 really partitions a tiny model's parameters.
 DEFAULT_ZERO3_PERSISTENCE_THRESHOLD = 100_000
 
 
@@ -164,9 +162,3 @@ def build_launch_command(
     argv += ["-m", WORKER_MODULE, "--config", config_path, "--workdir", workdir]
     env.update(launcher_env.to_env())
     return LaunchPlan(argv=argv, env=env)
-
-
-def zero3_persistence_threshold(environ: dict[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    value = env.get(ENV_ZERO3_PERSISTENCE_THRESHOLD)
-    return int(value) if value else DEFAULT_ZERO3_PERSISTENCE_THRESHOLD

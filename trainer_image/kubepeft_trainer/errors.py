@@ -14,3 +14,14 @@ class PermanentTrainerError(Exception):
 
 class RetryableTrainerError(Exception):
     """A transient failure (network, storage): a new attempt may succeed."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Bad input: our own PermanentTrainerError, config validation, a malformed setting, a
+    missing/corrupt input object."""
+    from pydantic import ValidationError
+
+    from kubepeft.settings import SettingsError
+    from kubepeft.storage import PermanentStorageError
+
+    return isinstance(exc, PermanentTrainerError | ValidationError | SettingsError | PermanentStorageError)

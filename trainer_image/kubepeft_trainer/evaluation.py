@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kubepeft_trainer.bnb_cpu import no_cpu_weight_repacking
 from kubepeft_trainer.data.batches import model_inputs
 
 IGNORE_INDEX = -100
@@ -41,23 +42,6 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
-
-
-@contextlib.contextmanager
-def no_cpu_weight_repacking(model: torch.nn.Module) -> Iterator[None]:
-    """Keep bitsandbytes from repacking 4-bit weights during a no-grad eval forward on CPU.
-
-    On CPUs with AVX512-BF16 an eval-mode no-grad forward through a Linear4bit layer converts
-    its weights to a packed CPU format; gradients computed afterwards are silently wrong.
-    """
-    touched = [m for m in model.modules() if getattr(m, "support_avx512bf16_for_cpu", False)]
-    for module in touched:
-        setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010 -- a bitsandbytes attribute
-    try:
-        yield
-    finally:
-        for module in touched:
-            setattr(module, "support_avx512bf16_for_cpu", True)  # noqa: B010
 
 
 @contextlib.contextmanager

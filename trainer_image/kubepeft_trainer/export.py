@@ -24,8 +24,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from kubepeft.api.models import PeftJobSpec
 from kubepeft.contract import TrainerConfig
 from kubepeft.storage import FileEntry, Manifest, Store, write_manifest
+from kubepeft_trainer.rank_files import ADAPTER_DIR, TrainingResult
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +40,34 @@ def _perplexity(loss: float | None) -> float | None:
     return None if loss is None else math.exp(min(loss, 50.0))
 
 
-def build_metrics(result: dict[str, Any]) -> dict[str, Any]:
+def build_metrics(result: TrainingResult) -> dict[str, Any]:
     """Pure: ``metrics.json`` from the ranks' ``training_result.json``."""
-    losses = result.get("loss_history") or []
+    losses = result.loss_history
     tail = [loss for _, loss in losses[-10:]]
     return {
-        "eval_loss_before": result.get("eval_loss_before"),
-        "eval_loss_after": result.get("eval_loss_after"),
-        "perplexity_before": _perplexity(result.get("eval_loss_before")),
-        "perplexity_after": _perplexity(result.get("eval_loss_after")),
+        "eval_loss_before": result.eval_loss_before,
+        "eval_loss_after": result.eval_loss_after,
+        "perplexity_before": _perplexity(result.eval_loss_before),
+        "perplexity_after": _perplexity(result.eval_loss_after),
         "train_loss_first": losses[0][1] if losses else None,
         "train_loss_last10_mean": sum(tail) / len(tail) if tail else None,
-        "steps": result.get("final_step"),
-        "epochs": result.get("epoch"),
-        "tokens_seen": result.get("tokens_seen"),
-        "world_size": result.get("world_size"),
-        "resumed_from_step": result.get("resumed_from_step"),
-        "trainable_parameters": result.get("trainable_parameters"),
-        "total_parameters": result.get("total_parameters"),
-        "peak_memory_bytes": result.get("peak_memory_bytes"),
+        "steps": result.final_step,
+        "epochs": result.epoch,
+        "tokens_seen": result.tokens_seen,
+        "world_size": result.world_size,
+        "resumed_from_step": result.resumed_from_step,
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "peak_memory_bytes": result.peak_memory_bytes,
     }
+
+
+def exports_merged(spec: PeftJobSpec) -> bool:
+    """Whether a training job's export includes ``merged/``: asked for (``output.merge``) and
+    possible for the method (the methods registry's ``supports_merge``)."""
+    from kubepeft_trainer.methods import get_method
+
+    return spec.output.merge and get_method(spec).supports_merge
 
 
 def job_metadata(config: TrainerConfig, kind: str) -> dict[str, Any]:
@@ -71,15 +81,15 @@ def job_metadata(config: TrainerConfig, kind: str) -> dict[str, Any]:
     }
 
 
-def export_report(store: Store, config: TrainerConfig, local: Path, result: dict[str, Any]) -> Manifest:
+def export_report(store: Store, config: TrainerConfig, local: Path, result: TrainingResult) -> Manifest:
     from kubepeft_trainer.loss_curve import plot_loss_curve
 
     local.mkdir(parents=True, exist_ok=True)
     (local / METRICS_FILE).write_text(json.dumps(build_metrics(result), indent=2) + "\n", encoding="utf-8")
     plot_loss_curve(
         local / LOSS_CURVE_FILE,
-        [tuple(x) for x in result.get("loss_history", [])],
-        [tuple(x) for x in result.get("eval_history", [])],
+        list(result.loss_history),
+        list(result.eval_history),
         title=f"{config.job.name}: {config.spec.method}",
     )
     return store.upload_dir(local, config.output.child(REPORT_DIR), metadata=job_metadata(config, "report"))
@@ -91,9 +101,9 @@ def export_merged(store: Store, config: TrainerConfig, base_dir: Path, adapter_d
     if existing is not None:
         log.info("merged model already stored at %s; not merging again", config.output.merged)
         return existing
-    from kubepeft_trainer.merge import merge_adapter_into_base
+    from kubepeft_trainer.merge import MergeOptions, merge_adapter_into_base
 
-    merge_adapter_into_base(base_dir, adapter_dir, local, config.spec)
+    merge_adapter_into_base(base_dir, adapter_dir, local, MergeOptions.from_spec(config.spec))
     return store.upload_dir(local, config.output.merged, metadata=job_metadata(config, "merged"))
 
 
@@ -115,13 +125,13 @@ def export_adapter(store: Store, config: TrainerConfig, adapter_dir: Path) -> Ma
 
 
 def export_training(
-    store: Store, config: TrainerConfig, export_dir: Path, base_dir: Path | None, result: dict[str, Any]
+    store: Store, config: TrainerConfig, export_dir: Path, base_dir: Path | None, result: TrainingResult
 ) -> dict[str, str]:
     """Steps 1-4 for a training job; returns the artifact URIs for the report."""
-    adapter_dir = export_dir / "adapter"
+    adapter_dir = export_dir / ADAPTER_DIR
     sets: dict[str, Manifest] = {"adapter": export_adapter(store, config, adapter_dir)}
     artifacts = {"adapter": config.output.adapter}
-    if config.spec.output.merge and config.spec.method in ("lora", "qlora"):
+    if exports_merged(config.spec):
         if base_dir is None:
             raise ValueError("merging needs the base model folder")
         sets["merged"] = export_merged(store, config, base_dir, adapter_dir, export_dir / "merged")

@@ -19,44 +19,42 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from kubepeft.api.models import TrainingSpec
-from kubepeft.contract import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, LauncherEnv, TrainerConfig
-from kubepeft_trainer.distributed import build_deepspeed_config, build_launch_command, zero3_persistence_threshold
+from kubepeft.contract import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, TrainerConfig
+from kubepeft_trainer.distributed import build_deepspeed_config, build_launch_command
+from kubepeft_trainer.errors import is_permanent
 from kubepeft_trainer.progress import Reporter
-from kubepeft_trainer.worker import ENV_LAUNCHER_PID, EXPORT_DIR, FAILURES_DIR, RESULT_FILE, is_permanent
+from kubepeft_trainer.rank_files import (
+    ADAPTER_DIR,
+    EXPORT_DIR,
+    FAILURES_DIR,
+    RankFailure,
+    TrainingResult,
+    read_failures,
+    read_result,
+)
+from kubepeft_trainer.settings import ENV_LAUNCHER_PID, TrainerSettings
 
 log = logging.getLogger("kubepeft_trainer.launcher")
 
 DEEPSPEED_CONFIG_FILE = "deepspeed.json"
 
 
-def read_failures(workdir: Path) -> list[dict[str, Any]]:
-    folder = workdir / FAILURES_DIR
-    if not folder.is_dir():
-        return []
-    out = []
-    for path in sorted(folder.glob("rank-*.json")):
-        try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def classify_exit(returncode: int, failures: list[dict[str, Any]]) -> tuple[int, str | None]:
+def classify_exit(returncode: int, failures: Sequence[RankFailure]) -> tuple[int, str | None]:
     """Pure: this node's exit code and message from accelerate's exit code and the rank failure files."""
-    permanent = [f for f in failures if f.get("exit_code") == EXIT_PERMANENT]
+    permanent = [f for f in failures if f.exit_code == EXIT_PERMANENT]
     if permanent:
-        return EXIT_PERMANENT, str(permanent[0].get("message"))
+        return EXIT_PERMANENT, permanent[0].message
     if returncode == 0 and not failures:
         return EXIT_OK, None
     if failures:
         first = failures[0]
-        return EXIT_RETRYABLE, f"rank {first.get('rank')}: {first.get('error')}: {first.get('message')}"
+        return EXIT_RETRYABLE, f"rank {first.rank}: {first.error}: {first.message}"
     return EXIT_RETRYABLE, f"training processes exited with code {returncode}"
 
 
@@ -66,9 +64,10 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def run_ranks(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: Path) -> int:
+def run_ranks(config: TrainerConfig, config_path: Path, settings: TrainerSettings, workdir: Path) -> int:
     """Start this node's ranks through ``accelerate launch``; returns its exit code."""
     spec = config.spec
+    env = settings.launcher_env()
     cuda = _has_cuda()
     ds_path = None
     if spec.distributed.backend == "deepspeed":
@@ -77,7 +76,7 @@ def run_ranks(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdi
             env.world_size,
             cuda=cuda,
             num_nodes=env.num_nodes,
-            param_persistence_threshold=zero3_persistence_threshold(),
+            param_persistence_threshold=settings.zero3_persistence_threshold,
         )
         ds_path = workdir / DEEPSPEED_CONFIG_FILE
         ds_path.write_text(json.dumps(ds_config, indent=2), encoding="utf-8")
@@ -111,7 +110,7 @@ def run_ranks(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdi
 def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> dict[str, str]:
     from kubepeft_trainer.export import export_adapter, job_metadata, write_job_manifest
     from kubepeft_trainer.inputs import fetch_merge_inputs
-    from kubepeft_trainer.merge import merge_weighted_adapters
+    from kubepeft_trainer.merge import merge_job_adapters
     from kubepeft_trainer.output_store import open_output_store
 
     store = open_output_store(config)
@@ -122,16 +121,14 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
         base_dir, adapter_dirs = fetch_merge_inputs(config, workdir / "inputs")
         local = workdir / EXPORT_DIR
         # Writes the merged model to merged/ and the combined adapter (PEFT layout) to adapter/.
-        merge_weighted_adapters(
-            base_dir, adapter_dirs, local / "merged", config.spec, adapter_out_dir=local / "adapter"
-        )
-        adapter = export_adapter(store, config, local / "adapter")
+        merge_job_adapters(base_dir, adapter_dirs, config.spec, local / "merged", local / ADAPTER_DIR)
+        adapter = export_adapter(store, config, local / ADAPTER_DIR)
         merged = store.upload_dir(local / "merged", config.output.merged, metadata=job_metadata(config, "merged"))
     write_job_manifest(store, config, {"adapter": adapter, "merged": merged})
     return {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
 
 
-def last_interval_loss(history: list[list[float]], training: TrainingSpec | None) -> float | None:
+def last_interval_loss(history: Sequence[tuple[int, float]], training: TrainingSpec | None) -> float | None:
     """Mean loss of the last reporting interval: the number the progress lines showed last."""
     if not history:
         return None
@@ -143,38 +140,43 @@ def last_interval_loss(history: list[list[float]], training: TrainingSpec | None
     return sum(window) / len(window)
 
 
+def exporting_report(result: TrainingResult, training: TrainingSpec | None) -> dict[str, Any]:
+    """Pure: the report fields of the Exporting state, from what the ranks achieved."""
+    return {
+        "resumed_from_step": result.resumed_from_step,
+        "eval_loss_before": result.eval_loss_before,
+        "eval_loss_after": result.eval_loss_after,
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "progress": {
+            "step": result.final_step,
+            "total_steps": result.total_steps,
+            "epoch": round(result.epoch, 4),
+            "loss": last_interval_loss(result.loss_history, training),
+            "eval_loss": result.eval_loss_after,
+            "eta_seconds": 0,
+        },
+    }
+
+
 def export_after_training(config: TrainerConfig, workdir: Path, reporter: Reporter) -> dict[str, str]:
-    from kubepeft_trainer.export import export_training
+    from kubepeft_trainer.export import export_training, exports_merged
     from kubepeft_trainer.inputs import fetch_base_model
     from kubepeft_trainer.output_store import open_output_store
 
-    export_dir = workdir / EXPORT_DIR
-    result = json.loads((export_dir / RESULT_FILE).read_text(encoding="utf-8"))
-    reporter.publish(
-        state="Exporting",
-        resumed_from_step=result.get("resumed_from_step"),
-        eval_loss_before=result.get("eval_loss_before"),
-        eval_loss_after=result.get("eval_loss_after"),
-        trainable_parameters=result.get("trainable_parameters"),
-        total_parameters=result.get("total_parameters"),
-        peak_memory_bytes=result.get("peak_memory_bytes"),
-        progress={
-            "step": result.get("final_step"),
-            "total_steps": result.get("total_steps"),
-            "epoch": round(float(result.get("epoch") or 0.0), 4),
-            "loss": last_interval_loss(result.get("loss_history") or [], config.spec.training),
-            "eval_loss": result.get("eval_loss_after"),
-            "eta_seconds": 0,
-        },
-    )
-    needs_base = config.spec.output.merge and config.spec.method in ("lora", "qlora")
-    base_dir = fetch_base_model(config, workdir / "inputs") if needs_base else None
+    result = read_result(workdir)
+    reporter.publish(state="Exporting", **exporting_report(result, config.spec.training))
+    base_dir = fetch_base_model(config, workdir / "inputs") if exports_merged(config.spec) else None
     store = open_output_store(config)
-    return export_training(store, config, export_dir, base_dir, result)
+    return export_training(store, config, workdir / EXPORT_DIR, base_dir, result)
 
 
-def launch(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: Path, reporter: Reporter) -> int:
+def launch(
+    config: TrainerConfig, config_path: Path, settings: TrainerSettings, workdir: Path, reporter: Reporter
+) -> int:
     """Everything one node does for one attempt; returns the process exit code."""
+    env = settings.launcher_env()
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in (FAILURES_DIR, EXPORT_DIR):  # a reused work folder must not leak a previous attempt
         shutil.rmtree(workdir / stale, ignore_errors=True)
@@ -192,7 +194,7 @@ def launch(config: TrainerConfig, config_path: Path, env: LauncherEnv, workdir: 
 
         preflight_output(config, env.node_rank)
         preflight_dataset(config, workdir / "inputs")
-        rc = run_ranks(config, config_path, env, workdir)
+        rc = run_ranks(config, config_path, settings, workdir)
         code, message = classify_exit(rc, read_failures(workdir))
         if code != EXIT_OK:
             if env.node_rank == 0:

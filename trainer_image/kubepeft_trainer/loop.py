@@ -89,71 +89,129 @@ def train(
 ) -> TrainerState:
     """Run optimizer steps ``state.step + 1 .. settings.total_steps``; returns the final state."""
     reduce = all_reduce_sum(accelerator)
-    rank = accelerator.process_index
-    device = accelerator.device
-    gas = plan.gradient_accumulation_steps
     trainable = [p for p in model.parameters() if p.requires_grad]
     timer = timer or StepTimer()
     interval_losses: list[float] = []
     model.train()
     while state.step < settings.total_steps:
         started = time.perf_counter()
-        items = [[train_items[i] for i in mb] for mb in plan.rank_micro_batches(state.step, rank)]
-        micro = [collate(mb) for mb in items]
-        counts = torch.tensor(
-            [sum(count_label_tokens(b["labels"]) for b in micro), sum(count_tokens(mb) for mb in items)],
-            dtype=torch.float64,
-            device=device,
-        )
-        global_labels, global_tokens = reduce(counts).tolist()
-        scale = plan.world_size * gas / max(global_labels, 1.0)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for batch in micro:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with accelerator.accumulate(model):
-                out = model(**model_inputs(batch))
-                batch_loss = token_loss_sum(out.logits, batch["labels"])
-                accelerator.backward(batch_loss * scale)
-                # DeepSpeed clips inside engine.step (gradient_clipping in its config).
-                if accelerator.sync_gradients and settings.max_grad_norm > 0 and not settings.deepspeed:
-                    accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += batch_loss.detach().double()
+        step = collate_step(accelerator, plan, state.step, train_items, collate, reduce)
+        loss_sum = optimizer_step(accelerator, model, optimizer, step, settings, trainable)
         # DDP: one real scheduler step per optimizer step (step_scheduler_with_optimizer=False);
         # DeepSpeed: a no-op wrapper, the engine stepped the scheduler.
         scheduler.step()
-        step_loss = float(reduce(loss_sum).item() / max(global_labels, 1.0))
-        timer.add(int(global_tokens), time.perf_counter() - started)
+        step_loss = float(reduce(loss_sum).item() / max(step.global_labels, 1.0))
+        timer.add(int(step.global_tokens), time.perf_counter() - started)
         state.step += 1
         state.epoch = plan.epoch_at(state.step)
-        state.tokens_seen += int(global_tokens)
+        state.tokens_seen += int(step.global_tokens)
         state.loss_history.append((state.step, step_loss))
         interval_losses.append(step_loss)
-
         last = state.step == settings.total_steps
         if settings.eval_every and state.step % settings.eval_every == 0 and eval_batches and not last:
-            eval_loss, _ = evaluate(model, eval_batches, all_reduce=reduce, device=device)
-            if eval_loss is not None:
-                state.eval_history.append((state.step, eval_loss))
-                if reporter:
-                    reporter.update(progress={"eval_loss": eval_loss})
+            evaluate_during_training(accelerator, model, eval_batches, reduce, state, reporter)
         if state.step % settings.log_every == 0 or last:
             if reporter:
-                reporter.publish(
-                    line=True,
-                    state="Training",
-                    progress={
-                        "step": state.step,
-                        "total_steps": settings.total_steps,
-                        "epoch": round(state.epoch, 4),
-                        "loss": sum(interval_losses) / len(interval_losses),
-                        "learning_rate": float(scheduler.get_last_lr()[0]),
-                        "tokens_per_second": timer.take_rate(),
-                        "eta_seconds": timer.eta(settings.total_steps - state.step),
-                    },
-                )
+                report_interval(reporter, state, settings, scheduler, timer, interval_losses)
             interval_losses = []
         if checkpoints is not None and (state.step % settings.checkpoint_every == 0 or last):
             checkpoints.save(state)
     return state
+
+
+@dataclass(frozen=True)
+class StepBatches:
+    """One optimizer step's micro-batches on this rank and the token counts of the whole global batch."""
+
+    micro: list[dict[str, torch.Tensor]]
+    global_labels: float
+    global_tokens: float
+    scale: float
+    """The loss factor ``world_size * grad_accum / global label tokens`` (see the module's doc)."""
+
+
+def collate_step(
+    accelerator: Any,
+    plan: DataPlan,
+    step: int,
+    train_items: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> StepBatches:
+    """This rank's micro-batches of optimizer step ``step + 1`` and the all-reduced token counts."""
+    items = [[train_items[i] for i in mb] for mb in plan.rank_micro_batches(step, accelerator.process_index)]
+    micro = [collate(mb) for mb in items]
+    counts = torch.tensor(
+        [sum(count_label_tokens(b["labels"]) for b in micro), sum(count_tokens(mb) for mb in items)],
+        dtype=torch.float64,
+        device=accelerator.device,
+    )
+    global_labels, global_tokens = reduce(counts).tolist()
+    scale = plan.world_size * plan.gradient_accumulation_steps / max(global_labels, 1.0)
+    return StepBatches(micro, global_labels, global_tokens, scale)
+
+
+def optimizer_step(
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: Any,
+    step: StepBatches,
+    settings: LoopSettings,
+    trainable: list[torch.nn.Parameter],
+) -> torch.Tensor:
+    """Forward and backward every micro-batch (the optimizer steps with the last); returns this
+    rank's summed token loss."""
+    device = accelerator.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for batch in step.micro:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with accelerator.accumulate(model):
+            out = model(**model_inputs(batch))
+            batch_loss = token_loss_sum(out.logits, batch["labels"])
+            accelerator.backward(batch_loss * step.scale)
+            # DeepSpeed clips inside engine.step (gradient_clipping in its config).
+            if accelerator.sync_gradients and settings.max_grad_norm > 0 and not settings.deepspeed:
+                accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        loss_sum += batch_loss.detach().double()
+    return loss_sum
+
+
+def evaluate_during_training(
+    accelerator: Any,
+    model: torch.nn.Module,
+    eval_batches: Sequence[tuple[dict[str, torch.Tensor], bool]],
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+    state: TrainerState,
+    reporter: Reporter | None,
+) -> None:
+    eval_loss, _ = evaluate(model, eval_batches, all_reduce=reduce, device=accelerator.device)
+    if eval_loss is not None:
+        state.eval_history.append((state.step, eval_loss))
+        if reporter:
+            reporter.update(progress={"eval_loss": eval_loss})
+
+
+def report_interval(
+    reporter: Reporter,
+    state: TrainerState,
+    settings: LoopSettings,
+    scheduler: Any,
+    timer: StepTimer,
+    interval_losses: list[float],
+) -> None:
+    """The progress line and report of a logged step: the mean loss since the last one."""
+    reporter.publish(
+        line=True,
+        state="Training",
+        progress={
+            "step": state.step,
+            "total_steps": settings.total_steps,
+            "epoch": round(state.epoch, 4),
+            "loss": sum(interval_losses) / len(interval_losses),
+            "learning_rate": float(scheduler.get_last_lr()[0]),
+            "tokens_per_second": timer.take_rate(),
+            "eta_seconds": timer.eta(settings.total_steps - state.step),
+        },
+    )

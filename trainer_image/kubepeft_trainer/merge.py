@@ -37,109 +37,120 @@ class AdapterInput:
     name: str = "adapter0"
 
 
-def merge_adapter_into_base(
-    base_path: Path,
-    adapter_path: Path,
-    out_dir: Path,
-    spec: PeftJobSpec | None = None,
-    *,
-    dtype: str | None = None,
-    max_shard_size: str | None = None,
-    tokenizer_path: Path | None = None,
-    trust_remote_code: bool | None = None,
-) -> Path:
-    """Base + one LoRA adapter -> a plain model folder (safetensors shards + tokenizer) in ``out_dir``.
+@dataclass(frozen=True)
+class MergeOptions:
+    """How a merged model is written; the tokenizer defaults to the base model's."""
 
-    Settings come from the keywords, else from ``spec`` (``output.mergedDtype``, ``output.maxShardSize``,
-    ``model.trustRemoteCode``); the tokenizer defaults to the base model's.
-    """
-    opts = _options(spec, dtype, max_shard_size, tokenizer_path or base_path, trust_remote_code)
+    dtype: str = "bfloat16"
+    max_shard_size: str = "5GB"
+    trust_remote_code: bool = False
+    tokenizer_path: Path | None = None
+
+    @classmethod
+    def from_spec(cls, spec: PeftJobSpec) -> MergeOptions:
+        """``output.mergedDtype``, ``output.maxShardSize`` and ``model.trustRemoteCode`` of a job."""
+        return cls(
+            dtype=spec.output.merged_dtype,
+            max_shard_size=spec.output.max_shard_size,
+            trust_remote_code=spec.model.trust_remote_code,
+        )
+
+
+DEFAULT_OPTIONS = MergeOptions()
+
+
+def merge_adapter_into_base(
+    base_path: Path, adapter_path: Path, out_dir: Path, options: MergeOptions = DEFAULT_OPTIONS
+) -> Path:
+    """Base + one LoRA adapter -> a plain model folder (safetensors shards + tokenizer) in ``out_dir``."""
     from peft import PeftModel
 
-    _require_lora(adapter_path, "the adapter")
-    base = _load_full_precision_base(base_path, opts.trust_remote_code)
+    require_lora(adapter_path, "the adapter")
+    base = _load_full_precision_base(base_path, options.trust_remote_code)
     model = PeftModel.from_pretrained(base, str(adapter_path))
     merged = model.merge_and_unload()
-    return _save_merged(merged, out_dir, opts)
+    return _save_merged(merged, out_dir, base_path, options)
 
 
 def merge_weighted_adapters(
     base_path: Path,
-    adapters: Sequence[AdapterInput | Path],
-    combination: str | Path,
-    out_dir: Path | PeftJobSpec | None = None,
+    adapters: Sequence[AdapterInput],
+    combination: str,
+    out_dir: Path,
+    options: MergeOptions = DEFAULT_OPTIONS,
     *,
-    dtype: str | None = None,
-    max_shard_size: str | None = None,
-    tokenizer_path: Path | None = None,
-    trust_remote_code: bool | None = None,
-    spec: PeftJobSpec | None = None,
     adapter_out_dir: Path | None = None,
 ) -> Path:
     """Combine ``adapters`` (weighted) into one adapter, merge it into the base, save both.
 
     The merged model goes to ``out_dir``; the combined adapter (PEFT layout, usable on the base
     with ``PeftModel.from_pretrained``) to ``adapter_out_dir`` (default: ``adapter`` next to
-    ``out_dir``). Also accepted: ``(base_path, adapter_paths, out_dir, spec)``, taking the
-    combination, weights and names from ``spec.adapters``.
+    ``out_dir``).
     """
-    if isinstance(out_dir, PeftJobSpec):  # the (base, adapters, out_dir, spec) form
-        job_spec: PeftJobSpec = out_dir
-        spec, out_dir, combination = job_spec, Path(combination), spec_combination(job_spec)
-    if out_dir is None or isinstance(combination, Path):
-        raise TypeError("merge_weighted_adapters(base, adapters, combination, out_dir, ...)")
-    out_dir = Path(out_dir)
-    inputs = adapter_inputs(adapters, spec)
-    opts = _options(spec, dtype, max_shard_size, tokenizer_path or base_path, trust_remote_code)
+    if not adapters:
+        raise PermanentTrainerError("adapters.sources: nothing to merge")
+    for adapter in adapters:
+        require_lora(adapter.path, f"adapter {adapter.name!r}")
+    names = [a.name for a in adapters]
+    if len(set(names)) != len(names) or COMBINED_ADAPTER in names:
+        raise PermanentTrainerError(f"adapters.sources: names must be unique and not {COMBINED_ADAPTER!r}: {names}")
+    model = _combined_model(base_path, adapters, combination, options.trust_remote_code)
+    save_single_adapter(model, COMBINED_ADAPTER, adapter_out_dir or out_dir.parent / "adapter")
+    for adapter in adapters:
+        model.delete_adapter(adapter.name)
+    merged = model.merge_and_unload(adapter_names=[COMBINED_ADAPTER])
+    log.info("merged %d adapters (%s) into %s", len(adapters), combination, base_path)
+    return _save_merged(merged, out_dir, base_path, options)
+
+
+def merge_job_adapters(
+    base_path: Path, adapter_paths: Sequence[Path], spec: PeftJobSpec, out_dir: Path, adapter_out_dir: Path
+) -> Path:
+    """A merge-only job: the fetched ``spec.adapters.sources`` (same order), combined as the spec says."""
+    return merge_weighted_adapters(
+        base_path,
+        job_adapter_inputs(adapter_paths, spec),
+        spec_combination(spec),
+        out_dir,
+        MergeOptions.from_spec(spec),
+        adapter_out_dir=adapter_out_dir,
+    )
+
+
+def _combined_model(base_path: Path, adapters: Sequence[AdapterInput], combination: str, trust: bool) -> Any:
+    """The full-precision base with every adapter loaded and their weighted combination active."""
     from peft import PeftModel
 
-    for adapter in inputs:
-        _require_lora(adapter.path, f"adapter {adapter.name!r}")
-    if len({a.name for a in inputs}) != len(inputs) or COMBINED_ADAPTER in {a.name for a in inputs}:
-        raise PermanentTrainerError(
-            f"adapters.sources: names must be unique and not {COMBINED_ADAPTER!r}: {[a.name for a in inputs]}"
-        )
-    base = _load_full_precision_base(base_path, opts.trust_remote_code)
-    model = PeftModel.from_pretrained(base, str(inputs[0].path), adapter_name=inputs[0].name)
-    for adapter in inputs[1:]:
+    base = _load_full_precision_base(base_path, trust)
+    model = PeftModel.from_pretrained(base, str(adapters[0].path), adapter_name=adapters[0].name)
+    for adapter in adapters[1:]:
         model.load_adapter(str(adapter.path), adapter_name=adapter.name)
     try:
         model.add_weighted_adapter(
-            adapters=[a.name for a in inputs],
-            weights=[a.weight for a in inputs],
+            adapters=[a.name for a in adapters],
+            weights=[a.weight for a in adapters],
             adapter_name=COMBINED_ADAPTER,
             combination_type=combination,
         )
     except ValueError as exc:  # e.g. linear with different ranks
         raise PermanentTrainerError(f"adapters.combination {combination}: {exc}") from None
     model.set_adapter(COMBINED_ADAPTER)
-    adapter_out = Path(adapter_out_dir) if adapter_out_dir else out_dir.parent / "adapter"
-    save_single_adapter(model, COMBINED_ADAPTER, adapter_out)
-    for adapter in inputs:
-        model.delete_adapter(adapter.name)
-    merged = model.merge_and_unload(adapter_names=[COMBINED_ADAPTER])
-    log.info("merged %d adapters (%s) into %s", len(inputs), combination, base_path)
-    return _save_merged(merged, out_dir, opts)
+    return model
 
 
 def spec_combination(spec: PeftJobSpec) -> str:
     return spec.adapters.combination if spec.adapters else "linear"
 
 
-def adapter_inputs(adapters: Sequence[AdapterInput | Path], spec: PeftJobSpec | None) -> list[AdapterInput]:
-    """AdapterInputs; plain paths take weight and name from ``spec.adapters.sources`` (same order)."""
-    if not adapters:
-        raise PermanentTrainerError("adapters.sources: nothing to merge")
-    sources = spec.adapters.sources if spec and spec.adapters else []
+def job_adapter_inputs(paths: Sequence[Path], spec: PeftJobSpec) -> list[AdapterInput]:
+    """The fetched adapter folders with weight and name from ``spec.adapters.sources`` (same order)."""
+    sources = spec.adapters.sources if spec.adapters else []
     result = []
-    for index, item in enumerate(adapters):
-        if isinstance(item, AdapterInput):
-            result.append(item)
-            continue
+    for index, path in enumerate(paths):
         source = sources[index] if index < len(sources) else None
         result.append(
             AdapterInput(
-                path=Path(item),
+                path=Path(path),
                 weight=source.weight if source else 1.0,
                 name=(source.name if source and source.name else f"adapter{index}"),
             )
@@ -162,40 +173,13 @@ def save_single_adapter(model: Any, name: str, out_dir: Path) -> Path:
     return out_dir
 
 
-@dataclass(frozen=True)
-class _Options:
-    dtype: str
-    max_shard_size: str
-    tokenizer_path: Path
-    trust_remote_code: bool
+def require_lora(adapter_path: Path, what: str) -> None:
+    """Merging is LoRA's arithmetic: any other kind of adapter is a permanent error."""
+    from kubepeft_trainer.methods.base import adapter_peft_type
+    from kubepeft_trainer.methods.lora import Lora
 
-
-def _options(
-    spec: PeftJobSpec | None,
-    dtype: str | None,
-    max_shard_size: str | None,
-    tokenizer_path: Path,
-    trust_remote_code: bool | None,
-) -> _Options:
-    return _Options(
-        dtype=dtype or (spec.output.merged_dtype if spec else "bfloat16"),
-        max_shard_size=max_shard_size or (spec.output.max_shard_size if spec else "5GB"),
-        tokenizer_path=Path(tokenizer_path),
-        trust_remote_code=bool(
-            trust_remote_code if trust_remote_code is not None else (spec.model.trust_remote_code if spec else False)
-        ),
-    )
-
-
-def _require_lora(adapter_path: Path, what: str) -> None:
-    from peft import PeftConfig
-
-    try:
-        config = PeftConfig.from_pretrained(str(adapter_path))
-    except (OSError, ValueError) as exc:
-        raise PermanentTrainerError(f"{what} at {adapter_path} is not a PEFT adapter: {exc}") from None
-    kind = str(getattr(config.peft_type, "value", config.peft_type))
-    if kind != "LORA":
+    kind = adapter_peft_type(adapter_path, what)
+    if kind != Lora.peft_type:
         raise PermanentTrainerError(f"{what} at {adapter_path} is a {kind} adapter; only LoRA adapters merge")
 
 
@@ -207,16 +191,18 @@ def _load_full_precision_base(base_path: Path, trust_remote_code: bool) -> Any:
     return load_causal_lm(Path(base_path), dtype=torch.float32, trust_remote_code=trust_remote_code)
 
 
-def _save_merged(merged: Any, out_dir: Path, opts: _Options) -> Path:
+def _save_merged(merged: Any, out_dir: Path, base_path: Path, options: MergeOptions) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    merged = merged.to(getattr(torch, opts.dtype))
+    merged = merged.to(getattr(torch, options.dtype))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(str(out_dir), safe_serialization=True, max_shard_size=opts.max_shard_size)
+    merged.save_pretrained(str(out_dir), safe_serialization=True, max_shard_size=options.max_shard_size)
     # The tokenizer as published (no training-time pad/padding-side changes).
-    tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_path, trust_remote_code=opts.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        Path(options.tokenizer_path or base_path), trust_remote_code=options.trust_remote_code
+    )
     tokenizer.save_pretrained(str(out_dir))
-    log.info("merged model (%s) written to %s", opts.dtype, out_dir)
+    log.info("merged model (%s) written to %s", options.dtype, out_dir)
     return out_dir

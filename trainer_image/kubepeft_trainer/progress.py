@@ -22,16 +22,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from kubepeft.contract import (
-    ENV_NAMESPACE,
-    ENV_PROGRESS_CONFIGMAP,
-    ENV_PROGRESS_FILE,
-    REPORT_KEY,
-    TERMINATION_LOG,
-    TrainerReport,
-)
+from kubepeft.contract import REPORT_KEY, TERMINATION_LOG, TrainerReport
+
+if TYPE_CHECKING:
+    from kubepeft_trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +152,13 @@ class TerminationSink:
             f.write(termination_message(report))
 
 
-def sinks_from_env(environ: dict[str, str] | None = None, *, termination_log: str = TERMINATION_LOG) -> list[Sink]:
-    env = os.environ if environ is None else environ
+def sinks_from_settings(settings: TrainerSettings, *, termination_log: str = TERMINATION_LOG) -> list[Sink]:
+    """The sinks the settings ask for (a progress file, a ConfigMap) plus the termination message."""
     sinks: list[Sink] = []
-    if env.get(ENV_PROGRESS_FILE):
-        sinks.append(FileSink(env[ENV_PROGRESS_FILE]))
-    if env.get(ENV_PROGRESS_CONFIGMAP):
-        sinks.append(ConfigMapSink(env[ENV_PROGRESS_CONFIGMAP], env.get(ENV_NAMESPACE, "default")))
+    if settings.progress_file is not None:
+        sinks.append(FileSink(str(settings.progress_file)))
+    if settings.progress_configmap:
+        sinks.append(ConfigMapSink(settings.progress_configmap, settings.namespace))
     # In pods /dev/termination-log exists; outside a container /dev is not writable and this is a no-op.
     if os.path.exists(termination_log):
         sinks.append(TerminationSink(termination_log))
@@ -178,8 +174,9 @@ class Reporter:
         self.echo = echo
 
     @classmethod
-    def from_env(cls, *, attempt: int = 0, enabled: bool = True) -> Reporter:
-        return cls(sinks_from_env() if enabled else [], attempt=attempt)
+    def from_settings(cls, settings: TrainerSettings, *, enabled: bool = True) -> Reporter:
+        """The reporter of a process; ``enabled=False`` (every rank but 0) reports nowhere."""
+        return cls(sinks_from_settings(settings) if enabled else [], attempt=settings.attempt)
 
     def update(self, **fields: Any) -> TrainerReport:
         """Set top-level report fields (``progress=...`` merges into the progress block)."""

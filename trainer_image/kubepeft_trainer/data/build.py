@@ -42,11 +42,6 @@ class TokenizedDataset(Sequence[Example]):
     def num_tokens(self) -> int:
         return sum(len(e["input_ids"]) for e in self.examples)
 
-    def num_label_tokens(self) -> int:
-        """Tokens that carry loss (the causal shift drops each example's first position; a packed row
-        has -100 at the first position of each of its examples)."""
-        return sum(sum(1 for t in e["labels"][1:] if t != IGNORE_INDEX) for e in self.examples)
-
 
 def split_records(
     records: Sequence[dict[str, Any]], *, validation_split: float, max_samples: int | None, seed: int

@@ -27,6 +27,11 @@ class PeftMethod(ABC):
     """Whether the trained adapter can be merged into the base weights."""
     peft_type: ClassVar[str]
     """peft's ``PeftType`` value of the adapters this method trains (checked when starting from one)."""
+    quantized_base: ClassVar[bool] = False
+    """Whether the base loads quantized by bitsandbytes (its weights are placed at load time)."""
+    fresh_adapter_is_identity: ClassVar[bool] = True
+    """Whether a new, untrained adapter leaves the model's outputs unchanged (LoRA: B = 0), so the
+    "eval loss before" may be measured with it in place."""
 
     @abstractmethod
     def peft_config(self, model: Any, tokenizer: Any, spec: PeftJobSpec) -> PeftConfig:
@@ -38,7 +43,7 @@ class PeftMethod(ABC):
 
     def apply(self, model: Any, tokenizer: Any, spec: PeftJobSpec, *, adapter_path: Path | None = None) -> PeftModel:
         """The trainable PeftModel: a new adapter, or (``adapter_path``) training continues an existing one."""
-        from peft import PeftConfig, PeftModel, get_peft_model
+        from peft import PeftModel, get_peft_model
 
         model = self.prepare_base(model, spec)
         if adapter_path is None:
@@ -47,13 +52,7 @@ class PeftMethod(ABC):
             except ValueError as exc:  # e.g. target modules not found in the model
                 raise PermanentTrainerError(f"spec.{self.config_field()}: {exc}") from None
         else:
-            try:
-                existing = PeftConfig.from_pretrained(str(adapter_path))
-            except (OSError, ValueError) as exc:
-                raise PermanentTrainerError(
-                    f"adapters.sources[0]: {adapter_path} is not a PEFT adapter: {exc}"
-                ) from None
-            kind = str(getattr(existing.peft_type, "value", existing.peft_type))
+            kind = adapter_peft_type(adapter_path, "adapters.sources[0]")
             if kind != self.peft_type:
                 raise PermanentTrainerError(
                     f"adapters.sources[0]: a {kind} adapter cannot be trained further with method {self.name}"
@@ -66,6 +65,19 @@ class PeftMethod(ABC):
 
     def config_field(self) -> str:
         return "lora"
+
+
+def adapter_peft_type(adapter_path: Path, what: str) -> str:
+    """peft's type (``LORA``, ``PROMPT_TUNING``, ...) of the adapter in a folder; a permanent error
+    naming ``what`` when the folder holds no PEFT adapter. Every check of an adapter's kind (to
+    continue training it, to merge it) starts here."""
+    from peft import PeftConfig
+
+    try:
+        config = PeftConfig.from_pretrained(str(adapter_path))
+    except (OSError, ValueError) as exc:
+        raise PermanentTrainerError(f"{what}: {adapter_path} is not a PEFT adapter: {exc}") from None
+    return str(getattr(config.peft_type, "value", config.peft_type))
 
 
 def _module_name(method: str) -> str:

@@ -16,6 +16,8 @@ class PromptTuning(PeftMethod):
     name = "promptTuning"
     supports_merge = False
     peft_type = "PROMPT_TUNING"
+    # Even initialised virtual tokens change every forward.
+    fresh_adapter_is_identity = False
 
     def peft_config(self, model: Any, tokenizer: Any, spec: PeftJobSpec) -> Any:
         from peft import PromptTuningConfig, PromptTuningInit

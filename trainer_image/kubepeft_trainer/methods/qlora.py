@@ -10,23 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from kubepeft.api.models import PeftJobSpec
+from kubepeft_trainer.bnb_cpu import disable_cpu_inference_repack
 from kubepeft_trainer.errors import PermanentTrainerError
 from kubepeft_trainer.methods.lora import Lora
-
-
-def disable_cpu_inference_repack(model: Any) -> int:
-    """Stop bitsandbytes from repacking 4-bit weights for AVX512-BF16 inference on CPU.
-
-    An eval-mode, no-grad forward on such a CPU (e.g. the evaluation before training) converts the
-    weights to an inference-only layout, after which training gradients are silently wrong (see
-    the environment guide). Returns how many layers were switched off.
-    """
-    count = 0
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-            count += 1
-    return count
 
 
 def is_quantized(model: Any) -> bool:
@@ -37,6 +23,7 @@ class QLora(Lora):
     name = "qlora"
     supports_merge = True
     peft_type = "LORA"
+    quantized_base = True
 
     def prepare_base(self, model: Any, spec: PeftJobSpec) -> Any:
         from peft import prepare_model_for_kbit_training
