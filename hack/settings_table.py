@@ -14,17 +14,18 @@ import sys
 from pathlib import Path
 
 from kubepeft_operator.settings import OperatorSettings
+from kubepeft_trainer.settings import TrainerSettings
 
 from kubepeft.settings import CoreSettings, PlaneSettings, SettingRow, rows
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_FILE = "docs/settings.md"
 
-# Every plane's settings model, in table order. The trainer's model
-# (kubepeft_trainer.settings.TrainerSettings) joins here as ("trainer", TrainerSettings).
+# Every plane's settings model, in table order.
 PLANE_MODELS: list[tuple[str, type[PlaneSettings]]] = [
     ("core", CoreSettings),
     ("operator", OperatorSettings),
+    ("trainer", TrainerSettings),
 ]
 
 HEADER = """# Settings

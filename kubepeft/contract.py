@@ -51,8 +51,6 @@ ENV_PROCS_PER_NODE = "KUBEPEFT_PROCS_PER_NODE"
 ENV_MASTER_ADDR = "KUBEPEFT_MASTER_ADDR"
 ENV_MASTER_PORT = "KUBEPEFT_MASTER_PORT"
 ENV_ATTEMPT = "KUBEPEFT_ATTEMPT"
-# Credentials arrive as files (a projected Secret), never as values in the config.
-ENV_CREDENTIALS_DIR = "KUBEPEFT_CREDENTIALS_DIR"
 # The node's local work folder (downloads, checkpoints before upload, export staging). Pods point
 # it at the scratch volume; without it the trainer makes a temporary folder.
 ENV_WORKDIR = "KUBEPEFT_WORKDIR"

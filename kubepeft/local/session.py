@@ -34,7 +34,6 @@ from kubepeft.net import free_port
 EXIT_INTERRUPTED = 130
 LOCAL_UID = "local"
 POLL_SECONDS = 0.5
-ENV_CREDENTIALS_DIR = "KUBEPEFT_CREDENTIALS_DIR"
 
 
 def default_workdir() -> Path:
@@ -52,7 +51,6 @@ class LocalRun:
     run_dir: Path
     config_path: Path
     attempt: int
-    credentials_dir: Path | None
 
 
 def render_config(job: LoadedJob, storage: ResolvedStorage, access: LocalAccess = NO_ACCESS) -> TrainerConfig:
@@ -82,7 +80,7 @@ def prepare_run(job: LoadedJob, storage: ResolvedStorage, workdir: Path, access:
     except (OSError, ValueError):
         attempt = 0
     attempts_file.write_text(f"{attempt + 1}\n")
-    return LocalRun(job, config, run_dir, config_path, attempt, storage.credentials_dir)
+    return LocalRun(job, config, run_dir, config_path, attempt)
 
 
 def node_base_env(run: LocalRun) -> dict[str, str]:
@@ -93,8 +91,6 @@ def node_base_env(run: LocalRun) -> dict[str, str]:
     # As torchrun does: without an explicit setting, share the cores between the ranks.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (nodes * procs))))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if run.credentials_dir is not None:
-        env[ENV_CREDENTIALS_DIR] = str(run.credentials_dir)
     return env
 
 

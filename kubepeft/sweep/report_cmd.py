@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus
 from kubepeft.contract import EXIT_PERMANENT, EXIT_RETRYABLE, output_root
+from kubepeft.sources import local_path
 from kubepeft.storage import StorageError, open_store_for
 from kubepeft.sweep.report import write_report
 
@@ -39,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PERMANENT
     output = spec.template.output
     credentials = args.credentials_dir if args.credentials_dir and args.credentials_dir.is_dir() else None
-    root = output_root(spec.template, namespace, name)
+    # An output on a volume is where the report pod mounts it.
+    root = local_path(spec.template, output_root(spec.template, namespace, name))
     try:
-        store = open_store_for(output.uri, output, endpoint=document.get("endpoint"), credentials_dir=credentials)
+        store = open_store_for(root, output, endpoint=document.get("endpoint"), credentials_dir=credentials)
         with tempfile.TemporaryDirectory() as tmp:
             report = write_report(store, root, Path(tmp), name, spec, status)
     except StorageError as error:

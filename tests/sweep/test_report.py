@@ -104,3 +104,18 @@ def test_sweep_report_command_writes_what_the_report_pod_is_asked_for(tmp_path: 
     assert len(open_store(root).verify(root).files) == 3
     (tmp_path / "bad.json").write_text("{}")
     assert main(["sweep-report", "--input", str(tmp_path / "bad.json")]) == 3
+
+
+def test_sweep_report_command_writes_an_output_on_a_claim_where_the_claim_is_mounted(tmp_path: Path) -> None:
+    from kubepeft.api.models import VolumeSpec
+    from kubepeft.cli import main
+
+    spec = sweep_spec(RANK_GROUP).model_copy(deep=True)
+    spec.template.output.uri = "pvc://results/runs"
+    spec.template.volumes = [VolumeSpec(claim_name="results", mount_path=str(tmp_path / "mnt"))]
+    document = {"name": "s", "namespace": "team-a", "spec": spec.to_wire(), "status": finished_status().to_wire()}
+    (tmp_path / "input.json").write_text(json.dumps(document))
+    assert main(["sweep-report", "--input", str(tmp_path / "input.json")]) == 0
+    root = str(tmp_path / "mnt" / "runs" / "team-a" / "s")
+    assert len(open_store(root).verify(root).files) == 3
+    assert not (Path.cwd() / "pvc:").exists()

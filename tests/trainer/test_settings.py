@@ -24,7 +24,6 @@ CONTRACT_FIELDS = {
     "progress_file": contract.ENV_PROGRESS_FILE,
     "progress_configmap": contract.ENV_PROGRESS_CONFIGMAP,
     "namespace": contract.ENV_NAMESPACE,
-    "credentials_dir": contract.ENV_CREDENTIALS_DIR,
 }
 
 

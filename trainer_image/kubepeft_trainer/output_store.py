@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 
-from kubepeft.contract import ENV_CREDENTIALS_DIR, TrainerConfig
+from kubepeft.contract import TrainerConfig
 from kubepeft.sources import output_source
 from kubepeft.storage import Store, open_store_for
 
@@ -16,7 +15,7 @@ def open_output_store(config: TrainerConfig) -> Store:
     """``config.output.root`` (a volume's output already mapped to its folder) reached as the config's
     output says, with the output's credential folder (mounted Secret files), if any."""
     name = output_source(config.spec).name
-    credentials = config.credentials_dirs.get(name) or os.environ.get(ENV_CREDENTIALS_DIR) or None
+    credentials = config.credentials_dirs.get(name)
     return open_store_for(config.output.root, config.output, credentials_dir=credentials)
 
 

@@ -21,6 +21,7 @@ from kubepeft.local.session import default_workdir
 from kubepeft.local.storage_defaults import StoragePlan, storage_for
 from kubepeft.storage import open_store
 from kubepeft.storage.errors import StorageError
+from kubepeft.storage.uri import scheme_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +67,7 @@ def _serve(args: argparse.Namespace, endpoint: str | None, credentials: Path | N
 
 def run(args: argparse.Namespace) -> int:
     workdir = (args.workdir or default_workdir()).absolute()
-    embedded = args.bank.startswith("s3://") and not args.endpoint
+    embedded = scheme_of(args.bank) == "s3" and not args.endpoint
     credentials = args.credentials_dir.absolute() if args.credentials_dir else None
     plan = StoragePlan(embedded, args.endpoint, credentials, workdir / "s3" if embedded else None)
     try:

@@ -45,10 +45,6 @@ class TrainerSettings(PlaneSettings):
         default=None, description="Patch the reports into this ConfigMap's ``report.json`` (pods)."
     )
     namespace: str = Field(default="default", description="Namespace of the progress ConfigMap.")
-    credentials_dir: str | None = Field(
-        default=None,
-        description="Credentials folder of the output when the config names none (mounted Secret files).",
-    )
 
     # --- the trainer's own knobs --------------------------------------------------------------
     dist_timeout_minutes: int = Field(
