@@ -18,9 +18,8 @@ trainer -> operator
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -216,14 +215,3 @@ class LauncherEnv:
             ENV_MASTER_ADDR: self.master_addr,
             ENV_MASTER_PORT: str(self.master_port),
         }
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> LauncherEnv:
-        env: Any = os.environ if environ is None else environ
-        return cls(
-            node_rank=int(env.get(ENV_NODE_RANK) or "0"),
-            num_nodes=int(env.get(ENV_NUM_NODES, "1")),
-            procs_per_node=int(env.get(ENV_PROCS_PER_NODE, "1")),
-            master_addr=env.get(ENV_MASTER_ADDR, "127.0.0.1"),
-            master_port=int(env.get(ENV_MASTER_PORT, str(DEFAULT_MASTER_PORT))),
-        )

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from kubepeft_trainer.settings import TrainerSettings
+
 from kubepeft.contract import (
     ENV_ATTEMPT,
     ENV_CONFIG,
@@ -48,7 +50,7 @@ def test_plan_nodes_gives_each_node_the_pod_launcher_env(tmp_path: Path) -> None
         assert env[ENV_PROGRESS_FILE] == str(plan.progress_file)
         assert env[ENV_WORKDIR] == str(plan.workdir)
         # The trainer reads exactly what a pod gets.
-        assert LauncherEnv.from_env(env) == LauncherEnv(rank, 2, 3, "127.0.0.1", 41234)
+        assert TrainerSettings.load(env).launcher_env() == LauncherEnv(rank, 2, 3, "127.0.0.1", 41234)
     assert plans[0].progress_file != plans[1].progress_file
     assert plans[0].log_file != plans[1].log_file
     assert plans[0].workdir != plans[1].workdir
