@@ -35,6 +35,11 @@ class LocalAccess:
 NO_ACCESS = LocalAccess()
 
 
+def local_access(args: argparse.Namespace) -> LocalAccess:
+    """The ``--credentials`` and ``--volume`` flags of ``kubepeft run`` (a job or a sweep)."""
+    return LocalAccess(credentials=dict(args.credentials or []), volumes=dict(args.volume or []))
+
+
 def name_and_folder(text: str) -> tuple[str, Path]:
     """argparse type of ``NAME=DIR`` (the folder made absolute: nodes run in other folders)."""
     name, sep, folder = text.partition("=")

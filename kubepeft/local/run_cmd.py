@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kubepeft.cli import EXIT_CODES, endpoint_url
-from kubepeft.local.access import NO_ACCESS, LocalAccess, access_problems, name_and_folder
+from kubepeft.local.access import NO_ACCESS, LocalAccess, access_problems, local_access, name_and_folder
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
 from kubepeft.local.run_lock import RunBusyError, run_lock
 from kubepeft.local.session import default_workdir, execute, log_excerpt, prepare_run, run_dir_for
@@ -92,11 +92,9 @@ def resume_command(args: argparse.Namespace) -> str:
     for flag, pairs in (("--credentials", args.credentials), ("--volume", args.volume)):
         for name, folder in pairs or []:
             words += [flag, f"{name}={folder}"]
+    if getattr(args, "parallel", 1) != 1:
+        words += ["--parallel", str(args.parallel)]
     return shlex.join(words)
-
-
-def local_access(args: argparse.Namespace) -> LocalAccess:
-    return LocalAccess(credentials=dict(args.credentials or []), volumes=dict(args.volume or []))
 
 
 def run_loaded_job(
@@ -161,9 +159,6 @@ def run(args: argparse.Namespace) -> int:
     from kubepeft.local.sweep_cmd import is_sweep_file, run_sweep
 
     if is_sweep_file(args.job):
-        if args.credentials or args.volume:
-            print("kubepeft run: --credentials and --volume apply to a PeftJob, not to a sweep", file=sys.stderr)
-            return EXIT_INVALID
         return run_sweep(args)
     console = Console(soft_wrap=True)
     try:

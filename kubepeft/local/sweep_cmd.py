@@ -8,7 +8,6 @@ example inputs on first use, runs the trials, and prints the comparison table an
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,11 @@ from rich.console import Console
 from kubepeft.api.sweep_models import PeftSweep, PeftSweepStatus
 from kubepeft.api.sweep_validate import validate_sweep_object
 from kubepeft.api.yaml_input import ManifestInputError, load_documents, read_manifest
+from kubepeft.local.access import access_problems, local_access
 from kubepeft.local.demo_inputs import DemoInputError
 from kubepeft.local.job_file import DEFAULT_NAMESPACE, JobFileError
 from kubepeft.local.quiet import quiet_third_party
+from kubepeft.local.run_cmd import EXIT_INVALID, resume_command
 from kubepeft.local.session import default_workdir
 from kubepeft.local.storage_defaults import bucket_of, plan_storage, storage_for
 from kubepeft.local.sweep_inputs import ensure_demo_inputs
@@ -63,16 +64,6 @@ def load_sweep_file(path: str | Path, *, name: str | None, namespace: str | None
     return LoadedSweep(source, str(sweep.metadata.name), sweep.metadata.namespace or DEFAULT_NAMESPACE, sweep.spec)
 
 
-def _command(args: argparse.Namespace) -> str:
-    words = ["kubepeft", "run", str(args.job)]
-    for flag, value in (("--workdir", args.workdir), ("--endpoint", args.endpoint), ("--name", args.name)):
-        if value is not None:
-            words += [flag, str(value)]
-    if args.parallel != 1:
-        words += ["--parallel", str(args.parallel)]
-    return shlex.join(words)
-
-
 def _finish(run: SweepRun, code: int, console: Console, command: str) -> None:
     if code == 130:
         console.print(f"Interrupted: running trials stopped, checkpoints kept. Resume with: {command}", highlight=False)
@@ -105,17 +96,25 @@ def run_sweep(args: argparse.Namespace) -> int:
     template = spec.template
     credentials = args.credentials_dir.absolute() if args.credentials_dir else None
     plan = plan_storage(template, workdir=workdir, endpoint=args.endpoint, credentials_dir=credentials)
+    access = local_access(args)
+    # Every trial is the template's job with other values: the flags are checked once, against it.
+    problems = access_problems(template, access, embedded=plan.embedded)
+    for problem in problems:
+        print(f"kubepeft run: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_INVALID
     bucket = bucket_of(template.output.uri)
     try:
         with storage_for(plan, create_buckets=(bucket,) if bucket else ()) as storage:
             with quiet_third_party(workdir):
                 ensure_demo_inputs(spec, storage, workdir, console)
             with SweepView(console, sweep.name) as view:
-                run = SweepRun(sweep, spec, storage, workdir, view, open_sweep_store(spec, storage), PeftSweepStatus())
+                store = open_sweep_store(spec, storage, access)
+                run = SweepRun(sweep, spec, storage, workdir, view, store, PeftSweepStatus(), access)
                 run.status = load_state(run.state_path, spec)
                 console.print(f"sweep {sweep.namespace}/{sweep.name}: report under {run.root}", highlight=False)
                 code = drive(run)
-            _finish(run, code, console, _command(args))
+            _finish(run, code, console, resume_command(args))
             return code
     except (SweepStateError, DemoInputError) as error:
         print(error, file=sys.stderr)

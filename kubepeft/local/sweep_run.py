@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus, SweepTrial
 from kubepeft.contract import output_root
+from kubepeft.local.access import NO_ACCESS, LocalAccess
 from kubepeft.local.job_file import LoadedJob
 from kubepeft.local.progress_view import ReportTail
 from kubepeft.local.runner import NodeGroup, plan_nodes, trainer_command
@@ -26,6 +27,7 @@ from kubepeft.local.session import EXIT_INTERRUPTED, Interrupt, catch_interrupts
 from kubepeft.local.storage_defaults import ResolvedStorage
 from kubepeft.local.sweep_view import SweepView
 from kubepeft.net import free_port
+from kubepeft.sources import local_path
 from kubepeft.storage import Store, open_store_for
 from kubepeft.sweep.expand import trial_spec
 from kubepeft.sweep.paths import value_from_text
@@ -100,6 +102,8 @@ class SweepRun:
     view: SweepView
     store: Store
     status: PeftSweepStatus
+    access: LocalAccess = NO_ACCESS
+    """``--credentials``/``--volume``: every trial gets them, as a job would."""
     processes: dict[str, TrialProcess] = field(default_factory=dict)
 
     @property
@@ -108,12 +112,13 @@ class SweepRun:
 
     @property
     def root(self) -> str:
-        return output_root(self.spec.template, self.sweep.namespace, self.sweep.name)
+        root = output_root(self.spec.template, self.sweep.namespace, self.sweep.name)
+        return local_path(self.spec.template, root, self.access.volume_dirs())
 
     def start(self, trial: SweepTrial) -> None:
         values = {path: value_from_text(text) for path, text in trial.parameters.items()}
         job = LoadedJob(self.sweep.source, trial.name, self.sweep.namespace, trial_spec(self.spec, values), {})
-        run = prepare_run(job, self.storage, self.workdir)
+        run = prepare_run(job, self.storage, self.workdir, self.access)
         spec = run.config.spec
         plans = plan_nodes(
             num_nodes=spec.resources.nodes,
@@ -206,6 +211,8 @@ def drive(run: SweepRun) -> int:
     return 0 if run.status.phase == "Succeeded" else 1
 
 
-def open_sweep_store(spec: PeftSweepSpec, storage: ResolvedStorage) -> Store:
+def open_sweep_store(spec: PeftSweepSpec, storage: ResolvedStorage, access: LocalAccess = NO_ACCESS) -> Store:
+    """The store of the sweep's report: the template's output, an output on a claim at its folder."""
     output = spec.template.output
-    return open_store_for(output.uri, output, endpoint=storage.endpoint, credentials_dir=storage.credentials_dir)
+    root = local_path(spec.template, output.uri, access.volume_dirs())
+    return open_store_for(root, output, endpoint=storage.endpoint, credentials_dir=storage.credentials_dir)

@@ -96,3 +96,45 @@ def test_run_refuses_an_unmapped_claim_with_exit_2(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     assert "claim 'models'" in err and "--volume models=DIR" in err
     assert not (tmp_path / "wd").exists()  # nothing started
+
+
+def sweep_document(template: dict[str, Any]) -> dict[str, Any]:
+    from tests.sweep.support import RANK_GROUP
+
+    return {
+        "apiVersion": "kubepeft.dev/v1alpha1",
+        "kind": "PeftSweep",
+        "metadata": {"name": "pvc-sweep"},
+        "spec": {"template": template, "parameters": RANK_GROUP},
+    }
+
+
+def test_a_sweep_checks_the_flags_against_its_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    template = spec(output={"uri": "/out"}, dataset={"uri": "/data/d.jsonl"}).to_wire()
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep_document(template)))
+    assert main(["run", str(path), "--workdir", str(tmp_path / "wd")]) == 2
+    err = capsys.readouterr().err
+    assert "claim 'models'" in err and "--volume models=DIR" in err
+    assert main(["run", str(path), "--workdir", str(tmp_path / "wd"), "--volume", "other=/tmp"]) == 2
+    assert "declares no claim 'other'" in capsys.readouterr().err
+    assert not (tmp_path / "wd").exists()  # nothing started
+
+
+def test_a_sweep_on_a_claim_writes_its_report_and_trials_in_the_claims_folder(tmp_path: Path) -> None:
+    from kubepeft.api.sweep_models import PeftSweepSpec
+    from kubepeft.local.storage_defaults import ResolvedStorage
+    from kubepeft.local.sweep_run import open_sweep_store
+    from kubepeft.sweep.expand import trial_spec
+
+    template = spec(output={"uri": "pvc://results/runs"}, volumes=[{"claimName": "models"}, {"claimName": "results"}])
+    sweep = PeftSweepSpec.model_validate(sweep_document(template.to_wire())["spec"])
+    access = LocalAccess(volumes={"models": tmp_path / "models", "results": tmp_path / "results"})
+    store = open_sweep_store(sweep, ResolvedStorage(endpoint=None, credentials_dir=None, embedded=False), access)
+    store.put_bytes(str(tmp_path / "results" / "runs" / "probe"), b"x")
+    assert (tmp_path / "results" / "runs" / "probe").read_bytes() == b"x"
+    trial = trial_spec(sweep, {"lora.r": 4, "lora.alpha": 8})
+    from kubepeft.contract import build_trainer_config
+
+    config = build_trainer_config(trial, "default", "pvc-sweep-t0", volume_dirs=access.volume_dirs())
+    assert config.output.root == str(tmp_path / "results" / "runs" / "default" / "pvc-sweep-t0")
