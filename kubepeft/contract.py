@@ -74,9 +74,22 @@ class StoragePaths(ContractModel):
     endpoint: str | None = None
     region: str = "us-east-1"
     force_path_style: bool = True
+    uri: str | None = Field(
+        default=None,
+        description="the job's own name of root when root is where a volume is (pvc://claim/...<namespace>/<job>)",
+    )
 
     def child(self, name: str) -> str:
         return self.root.rstrip("/") + "/" + name
+
+    def public(self, location: str) -> str:
+        """A location under ``root`` as the job names it (reports and status): an output on a claim
+        is ``pvc://claim/...`` there, wherever the trainer found the claim mounted."""
+        return _moved(location, self.root, self.uri)
+
+    def located(self, uri: str) -> str:
+        """The inverse of :meth:`public`: where a reported URI is on the trainer's file system."""
+        return _moved(uri, self.uri, self.root)
 
     @property
     def checkpoints(self) -> str:
@@ -93,6 +106,15 @@ class StoragePaths(ContractModel):
     @property
     def manifest(self) -> str:
         return self.child("manifest.json")
+
+
+def _moved(location: str, old_root: str | None, new_root: str | None) -> str:
+    if not old_root or not new_root:
+        return location
+    old = old_root.rstrip("/")
+    if location == old or location.startswith(old + "/"):
+        return new_root.rstrip("/") + location[len(old) :]
+    return location
 
 
 class TrainerConfig(ContractModel):
@@ -134,11 +156,14 @@ def build_trainer_config(
 
     An output on a volume (``pvc://`` or a path under a mount path) gets the root where the volume
     is on the trainer's file system: its mount path, or its folder in ``volume_dirs``."""
+    uri = output_root(spec, namespace, name)
+    root = local_path(spec, uri, volume_dirs)
     return TrainerConfig(
         job=JobRef(namespace=namespace, name=name, uid=uid),
         spec=spec,
         output=StoragePaths(
-            root=local_path(spec, output_root(spec, namespace, name), volume_dirs),
+            root=root,
+            uri=uri if uri != root else None,
             endpoint=endpoint_override or spec.output.endpoint,
             region=spec.output.region,
             force_path_style=spec.output.force_path_style,

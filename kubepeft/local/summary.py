@@ -23,8 +23,11 @@ def _loss(value: float | None) -> str:
 def summary_lines(config: TrainerConfig, report: TrainerReport, final_loss: float | None = None) -> list[str]:
     """The success summary: artifact locations, eval loss before/after, final loss (the report's,
     else ``final_loss``: the last training loss reported)."""
-    artifacts = report.artifacts
     output = config.output
+    # Reports name an output on a claim as pvc://...; this machine's folder is what a user opens.
+    artifacts = report.artifacts.model_copy(
+        update={k: output.located(v) for k, v in report.artifacts.model_dump().items() if v is not None}
+    )
     rows = [
         ("job", f"{config.job.namespace}/{config.job.name}"),
         ("adapter", artifacts.adapter or output.adapter),

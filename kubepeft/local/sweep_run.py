@@ -112,8 +112,7 @@ class SweepRun:
 
     @property
     def root(self) -> str:
-        root = output_root(self.spec.template, self.sweep.namespace, self.sweep.name)
-        return local_path(self.spec.template, root, self.access.volume_dirs())
+        return output_root(self.spec.template, self.sweep.namespace, self.sweep.name)
 
     def start(self, trial: SweepTrial) -> None:
         values = {path: value_from_text(text) for path, text in trial.parameters.items()}
@@ -183,7 +182,9 @@ class SweepRun:
 
     def write_report(self) -> None:
         local = self.state_path.parent / "report"
-        report = write_report(self.store, self.root, local, self.sweep.name, self.spec, self.status)
+        report = write_report(
+            self.store, self.root, local, self.sweep.name, self.spec, self.status, volume_dirs=self.access.volume_dirs()
+        )
         self.status = self.status.model_copy(update={"report": report})
         save_state(self.state_path, self.spec, self.status)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kubepeft.api.sweep_models import PeftSweepSpec, PeftSweepStatus, SweepReport, SweepTrial
+from kubepeft.sources import local_path
 from kubepeft.storage import Store
 from kubepeft.storage.uri import join
 from kubepeft.sweep.objective import ranked
@@ -172,20 +173,29 @@ def bank_document(spec: PeftSweepSpec, status: PeftSweepStatus, adapter_sha256: 
     return {"format": BANK_FORMAT, "baseModel": spec.template.model.uri, "method": "promptTuning", "tasks": tasks}
 
 
-def adapter_digests(store: Store, status: PeftSweepStatus) -> dict[str, str]:
+def adapter_digests(
+    store: Store, spec: PeftSweepSpec, status: PeftSweepStatus, volume_dirs: dict[str, str] | None = None
+) -> dict[str, str]:
     """sha256 of each succeeded trial's adapter weights, from the adapter's own manifest."""
     out: dict[str, str] = {}
     for t in status.trials:
         if t.phase != "Succeeded" or t.adapter is None:
             continue
-        manifest = store.read_manifest(t.adapter)
+        manifest = store.read_manifest(local_path(spec.template, t.adapter, volume_dirs))
         entry = manifest.entry(ADAPTER_WEIGHTS) if manifest else None
         if entry is not None:
             out[t.name] = entry.sha256
     return out
 
 
-def render_report(local: Path, name: str, spec: PeftSweepSpec, status: PeftSweepStatus, store: Store) -> list[str]:
+def render_report(
+    local: Path,
+    name: str,
+    spec: PeftSweepSpec,
+    status: PeftSweepStatus,
+    store: Store,
+    volume_dirs: dict[str, str] | None = None,
+) -> list[str]:
     """Write the report files into ``local``; returns their names."""
     local.mkdir(parents=True, exist_ok=True)
     (local / RESULTS_JSON).write_text(json.dumps(results_document(name, spec, status), indent=2) + "\n")
@@ -193,18 +203,28 @@ def render_report(local: Path, name: str, spec: PeftSweepSpec, status: PeftSweep
     plot_tradeoff(local / TRADEOFF_PNG, spec, status)
     names = [RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG]
     if bank_task_path(spec):
-        bank = bank_document(spec, status, adapter_digests(store, status))
+        bank = bank_document(spec, status, adapter_digests(store, spec, status, volume_dirs))
         (local / BANK_JSON).write_text(json.dumps(bank, indent=2) + "\n")
         names.append(BANK_JSON)
     return names
 
 
 def write_report(
-    store: Store, root: str, local: Path, name: str, spec: PeftSweepSpec, status: PeftSweepStatus
+    store: Store,
+    root: str,
+    local: Path,
+    name: str,
+    spec: PeftSweepSpec,
+    status: PeftSweepStatus,
+    *,
+    volume_dirs: dict[str, str] | None = None,
 ) -> SweepReport:
-    """Render and upload the report under ``root``; the manifest is written last."""
-    names = render_report(local, name, spec, status, store)
-    store.upload_dir(local, root, metadata={"kind": "sweep-report", "sweep": name, "phase": status.phase})
+    """Render and upload the report under ``root`` (the sweep's own name for it, ``pvc://`` for an
+    output on a claim, found where the claim is: its mount path or its folder in ``volume_dirs``);
+    the manifest is written last. The URIs returned are the sweep's own names."""
+    names = render_report(local, name, spec, status, store, volume_dirs)
+    where = local_path(spec.template, root, volume_dirs)
+    store.upload_dir(local, where, metadata={"kind": "sweep-report", "sweep": name, "phase": status.phase})
     uris = {n: join(root, n) for n in names}
     return SweepReport(
         results=uris[RESULTS_JSON],

@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PERMANENT
     output = spec.template.output
     credentials = args.credentials_dir if args.credentials_dir and args.credentials_dir.is_dir() else None
-    # An output on a volume is where the report pod mounts it.
-    root = local_path(spec.template, output_root(spec.template, namespace, name))
+    root = output_root(spec.template, namespace, name)
     try:
-        store = open_store_for(root, output, endpoint=document.get("endpoint"), credentials_dir=credentials)
+        # An output on a claim is where the report pod mounts it.
+        where = local_path(spec.template, root)
+        store = open_store_for(where, output, endpoint=document.get("endpoint"), credentials_dir=credentials)
         with tempfile.TemporaryDirectory() as tmp:
             report = write_report(store, root, Path(tmp), name, spec, status)
     except StorageError as error:

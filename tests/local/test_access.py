@@ -138,3 +138,6 @@ def test_a_sweep_on_a_claim_writes_its_report_and_trials_in_the_claims_folder(tm
 
     config = build_trainer_config(trial, "default", "pvc-sweep-t0", volume_dirs=access.volume_dirs())
     assert config.output.root == str(tmp_path / "results" / "runs" / "default" / "pvc-sweep-t0")
+    # Reports name artifacts as the job does; the local summary maps them back to the folder.
+    assert config.output.public(config.output.adapter) == "pvc://results/runs/default/pvc-sweep-t0/adapter"
+    assert config.output.located("pvc://results/runs/default/pvc-sweep-t0/adapter") == config.output.adapter

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from kubepeft.api.sweep_models import PeftSweepStatus, SweepTrial
 from kubepeft.storage import open_store
 from kubepeft.sweep.paths import value_text
@@ -106,7 +108,9 @@ def test_sweep_report_command_writes_what_the_report_pod_is_asked_for(tmp_path: 
     assert main(["sweep-report", "--input", str(tmp_path / "bad.json")]) == 3
 
 
-def test_sweep_report_command_writes_an_output_on_a_claim_where_the_claim_is_mounted(tmp_path: Path) -> None:
+def test_sweep_report_command_writes_an_output_on_a_claim_where_the_claim_is_mounted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kubepeft.api.models import VolumeSpec
     from kubepeft.cli import main
 
@@ -115,7 +119,12 @@ def test_sweep_report_command_writes_an_output_on_a_claim_where_the_claim_is_mou
     spec.template.volumes = [VolumeSpec(claim_name="results", mount_path=str(tmp_path / "mnt"))]
     document = {"name": "s", "namespace": "team-a", "spec": spec.to_wire(), "status": finished_status().to_wire()}
     (tmp_path / "input.json").write_text(json.dumps(document))
+    capsys.readouterr()
     assert main(["sweep-report", "--input", str(tmp_path / "input.json")]) == 0
     root = str(tmp_path / "mnt" / "runs" / "team-a" / "s")
     assert len(open_store(root).verify(root).files) == 3
     assert not (Path.cwd() / "pvc:").exists()
+    # The report names its files as the sweep does (what .status shows), not the pod's mount path.
+    uris = json.loads(capsys.readouterr().out)
+    assert uris["manifest"] == "pvc://results/runs/team-a/s/manifest.json"
+    assert all(uri.startswith("pvc://results/runs/team-a/s/") for uri in uris.values())

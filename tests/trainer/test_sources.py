@@ -107,6 +107,12 @@ def test_an_output_on_a_volume_is_written_where_the_volume_is(tmp_path: Path) ->
     spec = _volume_spec("/m", output={"uri": "pvc://models/runs"})
     assert config(spec).output.root == "/mnt/kubepeft/volumes/models/runs/tests/job"
     assert config(spec, volume_dirs={"models": str(tmp_path)}).output.root == f"{tmp_path}/runs/tests/job"
+    # Reports and status name what is written there as the job does, wherever the claim is.
+    for paths in (config(spec).output, config(spec, volume_dirs={"models": str(tmp_path)}).output):
+        assert paths.public(paths.adapter) == "pvc://models/runs/tests/job/adapter"
+        assert paths.located(paths.public(paths.merged)) == paths.merged
+    plain = config(_volume_spec("/m", output={"uri": "/data/runs"})).output
+    assert plain.uri is None and plain.public(plain.adapter) == plain.adapter == "/data/runs/tests/job/adapter"
 
 
 def _bad_keys(folder: Path) -> str:

@@ -125,7 +125,8 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
         adapter = export_adapter(store, config, local / ADAPTER_DIR)
         merged = store.upload_dir(local / "merged", config.output.merged, metadata=job_metadata(config, "merged"))
     write_job_manifest(store, config, {"adapter": adapter, "merged": merged})
-    return {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
+    artifacts = {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
+    return {name: config.output.public(location) for name, location in artifacts.items()}
 
 
 def last_interval_loss(history: Sequence[tuple[int, float]], training: TrainingSpec | None) -> float | None:
