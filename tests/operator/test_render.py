@@ -384,3 +384,7 @@ def test_a_sweeps_report_pod_mounts_only_the_claim_its_output_is_on() -> None:
     claims = [v["persistentVolumeClaim"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [{"claimName": "scratch-runs.v1"}]  # read-write: the report is written there
     assert {"name": "claim-1", "mountPath": "/data/runs"} in pod["spec"]["containers"][0]["volumeMounts"]
+    # The same user and group as the workers: a claim they can write, the report can write too.
+    worker = render_worker_pod(identity(), SPECS["volumes"], SETTINGS, 1, 0)
+    assert pod["spec"]["securityContext"] == worker["spec"]["securityContext"]
+    assert pod["spec"]["securityContext"]["fsGroup"] == 1000

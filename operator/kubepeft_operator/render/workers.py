@@ -181,16 +181,23 @@ def _container(
         "resources": _resources(spec, settings),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(),
     }
 
 
-def _pod_security(spec: PeftJobSpec) -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
+    """Every kubepeft container: Pod Security ``restricted``, read-only root file system."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def pod_security(spec: PeftJobSpec) -> dict[str, Any]:
+    """Every kubepeft pod of a job (workers, a sweep's report): the image's user, and its group on
+    mounted volumes, so a claim the output is on can be written."""
     security: dict[str, Any] = {
         "runAsNonRoot": True,
         "runAsUser": TRAINER_UID,
@@ -234,7 +241,7 @@ def render_worker_pod(
         "automountServiceAccountToken": True,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
-        "securityContext": _pod_security(spec),
+        "securityContext": pod_security(spec),
         "containers": [_container(spec, settings, env, mounts)],
         "volumes": volumes,
         **_placement(spec, settings),

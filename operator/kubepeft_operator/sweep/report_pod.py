@@ -18,7 +18,7 @@ from kubepeft.storage.uri import join
 from kubepeft.sweep.report import BANK_JSON, RESULTS_JSON, RESULTS_MD, TRADEOFF_PNG, bank_task_path
 from kubepeft_operator import naming
 from kubepeft_operator.render.config import credential_mounts
-from kubepeft_operator.render.workers import claim_volumes
+from kubepeft_operator.render.workers import claim_volumes, container_security, pod_security
 from kubepeft_operator.settings import OperatorSettings
 from kubepeft_operator.sweep.logic import LABEL_SWEEP, Event, SweepRef, owner_reference
 
@@ -111,18 +111,13 @@ def render_report_pod(sweep: SweepRef, spec: PeftSweepSpec, settings: OperatorSe
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # it talks to storage only, never to the API
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security(spec.template),
         "containers": [container],
         "volumes": volumes,
     }
