@@ -13,7 +13,7 @@ SCRATCH_DIR = "/scratch"
 TMP_DIR = "/tmp"
 CACHE_DIR = "/cache"
 SHM_DIR = "/dev/shm"
-IMAGE_DIRS = ("/opt/venv", "/usr", "/proc", "/sys")
+IMAGE_DIRS = ("/opt/venv", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/sys")
 """The trainer image's Python environment and the system folders it runs from."""
 
 RESERVED = (CONFIG_DIR, SECRETS_DIR, SCRATCH_DIR, TMP_DIR, CACHE_DIR, SHM_DIR, *IMAGE_DIRS)

@@ -475,7 +475,8 @@ class VolumeSpec(ApiModel):
     """Where the claim is mounted in the workers (default ``/mnt/kubepeft/volumes/<claimName>``); absolute
     paths under it work like ``pvc://`` URIs. Each volume has its own, not inside another's, and not on,
     inside or above a folder the worker uses itself (``/etc/kubepeft``, ``/var/run/secrets``, ``/scratch``,
-    ``/tmp``, ``/cache``, ``/dev/shm``, ``/opt/venv``, ``/usr``, ``/proc``, ``/sys``)."""
+    ``/tmp``, ``/cache``, ``/dev/shm``, ``/opt/venv``, ``/usr``, ``/bin``, ``/sbin``, ``/lib``, ``/lib64``, ``/proc``,
+    ``/sys``)."""
 
     def effective_mount_path(self) -> str:
         return self.mount_path or f"{DEFAULT_VOLUME_ROOT}/{self.claim_name}"

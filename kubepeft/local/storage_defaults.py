@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubepeft.api.models import PeftJobSpec
 from kubepeft.local.access import on_default_endpoint
-from kubepeft.sources import Source, is_remote, job_sources
+from kubepeft.sources import OUTPUT, Source, is_remote, job_sources
 from kubepeft.storage.uri import S3_SCHEME, is_s3
 
 S3_DATA_DIR = "s3"
@@ -55,6 +55,8 @@ def _folder_for(source: Source, credentials_dir: Path | None, own: Mapping[str, 
         return own[source.name]
     if source.scheme == "s3" and source.own_endpoint:
         return None  # as in the operator: a source on another endpoint gets none of the output's keys
+    if source.scheme == "s3" and OUTPUT in own:
+        return own[OUTPUT]  # as in the operator: an S3 input on the output's endpoint uses the output's keys
     return credentials_dir
 
 

@@ -104,6 +104,15 @@ def _from_settings(read: Callable[[], CoreSettings]) -> TransferTuning:
         raise PermanentStorageError(str(exc), code="InvalidConfig") from None
 
 
+def credentials_in(credentials_dir: str | os.PathLike[str]) -> Credentials | None:
+    """Keys from a credentials folder, or None when it holds neither key file: an optional Secret
+    that does not exist is mounted as an empty folder, and then the standard AWS chain applies."""
+    folder = Path(credentials_dir)
+    if not (folder / ACCESS_KEY_FILE).exists() and not (folder / SECRET_KEY_FILE).exists():
+        return None
+    return read_credentials_dir(folder)
+
+
 def read_credentials_dir(credentials_dir: str | os.PathLike[str]) -> Credentials:
     """Keys from a mounted-Secret-style folder; errors name the file, never its content."""
     folder = Path(credentials_dir)

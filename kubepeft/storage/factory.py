@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from kubepeft.storage.client import TransferTuning, read_credentials_dir
+from kubepeft.storage.client import TransferTuning, credentials_in
 from kubepeft.storage.errors import PermanentStorageError
 from kubepeft.storage.local_store import LocalStore
 from kubepeft.storage.s3_store import S3Store
@@ -39,12 +39,13 @@ def open_store(
 ) -> Store:
     """A :class:`Store` rooted at ``s3://bucket/prefix`` or an absolute local path.
 
-    S3 credentials: the files in ``credentials_dir`` when given, else the standard AWS chain.
+    S3 credentials: the files in ``credentials_dir`` when given and not empty, else the standard
+    AWS chain.
     ``tuning`` defaults to this process's (:meth:`TransferTuning.of_process`).
     """
     if is_s3(root_uri):
         parse_s3(root_uri)
-        credentials = read_credentials_dir(credentials_dir) if credentials_dir else None
+        credentials = credentials_in(credentials_dir) if credentials_dir else None
         return S3Store(
             root_uri,
             endpoint=endpoint,

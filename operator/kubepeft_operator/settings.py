@@ -31,7 +31,9 @@ class OperatorSettings(PlaneSettings):
     default_s3_endpoint: str = Field("", description="S3 endpoint of outputs that name none.")
     default_s3_region: str = Field("", description="S3 region of outputs that name no endpoint.")
     default_credentials_secret: str = Field(
-        "", description="Secret with S3 keys mounted into workers whose output names no credentials."
+        "",
+        description="Secret mounted (optional) for every source that names no credentialsSecretRef and gets none "
+        "from the output: the output itself, S3 inputs on the default endpoint, hub inputs.",
     )
     trainer_node_selector: dict[str, str] = Field(
         default_factory=dict, description="JSON object: nodeSelector of every worker (a job's own entries win)."

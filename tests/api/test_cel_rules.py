@@ -260,7 +260,7 @@ SAMPLES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "mountPath must not be on, inside or above a folder the worker uses itself (/etc/kubepeft, /var/run/secrets,"
-        " /scratch, /tmp, /cache, /dev/shm, /opt/venv, /usr, /proc, /sys)",
+        " /scratch, /tmp, /cache, /dev/shm, /opt/venv, /usr, /bin, /sbin, /lib, /lib64, /proc, /sys)",
         {"claimName": "a", "mountPath": "/scratch2"},
         {"claimName": "a", "mountPath": "/etc"},
     ),

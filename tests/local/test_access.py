@@ -47,6 +47,11 @@ def test_credentials_folders_follow_the_operators_rules(tmp_path: Path) -> None:
         "adapter-0": str(tmp_path / "adapter-keys"),
         "output": str(default),
     }
+    # The output's own folder is what an S3 input on its endpoint borrows, as the operator mounts it.
+    assert credentials_dirs(job, default, {"output": tmp_path / "out-keys"}) == {
+        "adapter-0": str(tmp_path / "out-keys"),
+        "output": str(tmp_path / "out-keys"),
+    }
 
 
 def test_problems_name_the_claim_the_source_and_the_flag(tmp_path: Path) -> None:

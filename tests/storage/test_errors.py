@@ -124,3 +124,22 @@ def test_transfer_tuning_from_env_reads_overrides_and_names_a_bad_variable() -> 
     ):
         with pytest.raises(PermanentStorageError, match=f"^{name} must be .*{value!r}"):
             TransferTuning.from_env({name: value})
+
+
+def test_a_credentials_folder_without_key_files_means_the_standard_chain(tmp_path: Path) -> None:
+    """An optional Secret that does not exist is mounted as an empty folder: no keys, no error."""
+    from kubepeft.storage.client import credentials_in
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert credentials_in(empty) is None
+    open_store("s3://bucket/prefix", endpoint="http://127.0.0.1:9", credentials_dir=empty)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "AWS_ACCESS_KEY_ID").write_text("id\n")
+    (keys / "AWS_SECRET_ACCESS_KEY").write_text("secret\n")
+    found = credentials_in(keys)
+    assert found is not None and found.access_key_id == "id"
+    (keys / "AWS_SECRET_ACCESS_KEY").unlink()  # half a Secret is a mistake, never the chain
+    with pytest.raises(PermanentStorageError, match="has no AWS_SECRET_ACCESS_KEY file"):
+        credentials_in(keys)
