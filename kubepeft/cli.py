@@ -64,6 +64,12 @@ def load_command_module(name: str, command: Command) -> ModuleType:
         raise PlaneMissing(plane_missing_message(name, command, [root])) from error
 
 
+NO_COMMANDS = (
+    "kubepeft: no commands are registered (group kubepeft.commands): the installed package metadata is "
+    "older than this checkout, or a stale kubepeft.egg-info in the current folder hides it. "
+    "Reinstall with `make setup` (or `pip install -e .`)."
+)
+
 EXIT_CODES = """\
 exit status (see docs/local-run.md, "Exit codes"):
   validate  0 all valid, 1 a problem was found, 2 bad usage
@@ -104,6 +110,9 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     commands = discover_commands()
+    if not commands:  # the installed metadata predates the entry points (or shadows them)
+        print(NO_COMMANDS, file=sys.stderr)
+        return EXIT_PLANE_MISSING
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
         build_parser(commands).parse_args(args)  # prints usage / the error, exits
         return 2

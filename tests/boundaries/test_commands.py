@@ -55,3 +55,11 @@ def test_a_broken_own_module_is_not_hidden_as_a_missing_plane() -> None:
     broken = Command("kubepeft.no_such_module", "x", order=1)
     with pytest.raises(ModuleNotFoundError):
         cli.load_command_module("x", broken)
+
+
+def test_an_install_without_the_entry_points_says_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "discover_commands", lambda: {})
+    assert cli.main(["validate", "x.yaml"]) == cli.EXIT_PLANE_MISSING
+    assert "no commands are registered" in capsys.readouterr().err
