@@ -54,10 +54,10 @@ lint:
 # pytest exits 5 when it collected no tests; make treats any non-zero exit as failure.
 # The cluster tier runs once, in test-cluster: the other tiers exclude it.
 test-fast:
-	$(PY) -m pytest -m "not slow and not cluster" -q
+	$(PY) -m pytest -m "not slow and not cluster" -q --durations=5
 
 test-slow:
-	$(PY) -m pytest -m "slow and not cluster" -q
+	$(PY) -m pytest -m "slow and not cluster" -q --durations=10
 
 # Without the binaries the tier reports one skipped test saying how to get them; exit 5 (nothing
 # collected, e.g. with a narrowing PYTEST_ADDOPTS) is not a failure of this tier.
