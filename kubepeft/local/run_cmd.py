@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kubepeft.api.models import PeftJobSpec
 from kubepeft.cli import EXIT_CODES, endpoint_url
 from kubepeft.local.access import NO_ACCESS, LocalAccess, access_problems, local_access, name_and_folder
 from kubepeft.local.job_file import JobFileError, LoadedJob, load_job_file
@@ -141,6 +142,15 @@ def run_loaded_job(
     return outcome
 
 
+def flags_refused(spec: PeftJobSpec, access: LocalAccess, *, embedded: bool) -> bool:
+    """Print why ``--credentials``/``--volume`` cannot run this job (or a sweep's template); True
+    when they cannot, and nothing may start."""
+    problems = access_problems(spec, access, embedded=embedded)
+    for problem in problems:
+        print(f"kubepeft run: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def check_workdir(workdir: Path) -> None:
     """Create the workdir and write a probe file in it, before any server or node starts.
 
@@ -170,10 +180,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = (args.workdir or default_workdir()).absolute()
     access = local_access(args)
     embedded = plan_storage(job.spec, workdir=workdir, endpoint=args.endpoint, credentials_dir=None).embedded
-    problems = access_problems(job.spec, access, embedded=embedded)
-    for problem in problems:
-        print(f"kubepeft run: {problem}", file=sys.stderr)
-    if problems:
+    if flags_refused(job.spec, access, embedded=embedded):
         return EXIT_INVALID
     try:
         check_workdir(workdir)

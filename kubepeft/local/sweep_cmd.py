@@ -17,11 +17,11 @@ from rich.console import Console
 from kubepeft.api.sweep_models import PeftSweep, PeftSweepStatus
 from kubepeft.api.sweep_validate import validate_sweep_object
 from kubepeft.api.yaml_input import ManifestInputError, load_documents, read_manifest
-from kubepeft.local.access import access_problems, local_access
+from kubepeft.local.access import local_access
 from kubepeft.local.demo_inputs import DemoInputError
 from kubepeft.local.job_file import DEFAULT_NAMESPACE, JobFileError
 from kubepeft.local.quiet import quiet_third_party
-from kubepeft.local.run_cmd import EXIT_INVALID, resume_command
+from kubepeft.local.run_cmd import EXIT_INVALID, flags_refused, resume_command
 from kubepeft.local.session import default_workdir
 from kubepeft.local.storage_defaults import bucket_of, plan_storage, storage_for
 from kubepeft.local.sweep_inputs import ensure_demo_inputs
@@ -98,10 +98,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     plan = plan_storage(template, workdir=workdir, endpoint=args.endpoint, credentials_dir=credentials)
     access = local_access(args)
     # Every trial is the template's job with other values: the flags are checked once, against it.
-    problems = access_problems(template, access, embedded=plan.embedded)
-    for problem in problems:
-        print(f"kubepeft run: {problem}", file=sys.stderr)
-    if problems:
+    if flags_refused(template, access, embedded=plan.embedded):
         return EXIT_INVALID
     bucket = bucket_of(template.output.uri)
     try:

@@ -29,6 +29,10 @@ def spec(**fields: Any) -> PeftJobSpec:
     return PeftJobSpec.model_validate(wire)
 
 
+def manifest(kind: str, name: str, spec_wire: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "kubepeft.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec_wire}
+
+
 def test_a_source_with_its_own_endpoint_does_not_need_the_embedded_server(tmp_path: Path) -> None:
     only_own = spec(output={"uri": "/out"})
     assert not plan_storage(only_own, workdir=tmp_path, endpoint=None, credentials_dir=None).embedded
@@ -82,19 +86,7 @@ def test_an_absolute_path_on_a_declared_volume_needs_a_mapping_too() -> None:
 
 
 def test_run_refuses_an_unmapped_claim_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    document = {
-        "apiVersion": "kubepeft.dev/v1alpha1",
-        "kind": "PeftJob",
-        "metadata": {"name": "pvc-job"},
-        "spec": {
-            "method": "lora",
-            "model": {"uri": "pvc://models/tiny"},
-            "dataset": {"uri": "/data/d.jsonl"},
-            "training": {"maxSteps": 2},
-            "volumes": [{"claimName": "models"}],
-            "output": {"uri": "/out"},
-        },
-    }
+    document = manifest("PeftJob", "pvc-job", spec(output={"uri": "/out"}, dataset={"uri": "/data/d.jsonl"}).to_wire())
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(document))
     assert main(["run", str(path), "--workdir", str(tmp_path / "wd")]) == 2
@@ -106,12 +98,7 @@ def test_run_refuses_an_unmapped_claim_with_exit_2(tmp_path: Path, capsys: pytes
 def sweep_document(template: dict[str, Any]) -> dict[str, Any]:
     from tests.sweep.support import RANK_GROUP
 
-    return {
-        "apiVersion": "kubepeft.dev/v1alpha1",
-        "kind": "PeftSweep",
-        "metadata": {"name": "pvc-sweep"},
-        "spec": {"template": template, "parameters": RANK_GROUP},
-    }
+    return manifest("PeftSweep", "pvc-sweep", {"template": template, "parameters": RANK_GROUP})
 
 
 def test_a_sweep_checks_the_flags_against_its_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
