@@ -13,12 +13,16 @@ from which endpoint, with which keys). Defaulting rules, in one place:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kubepeft.api.models import CredentialsSecretRef, OutputSpec, PeftJobSpec, SourceAccess, VolumeSpec
 
 # The scheme test lives with the storage URIs (one definition); re-exported here for callers.
 from kubepeft.storage.uri import Scheme as Scheme
 from kubepeft.storage.uri import scheme_of as scheme_of
+
+if TYPE_CHECKING:
+    from kubepeft.storage.factory import StoreAccess
 
 OUTPUT = "output"
 MODEL = "model"
@@ -49,7 +53,7 @@ class Source:
     """The source names an endpoint other than the output's."""
 
 
-def _input(name: str, uri: str, access: SourceAccess, output: OutputSpec) -> Source:
+def _input(name: str, uri: str, access: SourceAccess, output: OutputSpec, reached: StoreAccess) -> Source:
     scheme = scheme_of(uri)
     own_endpoint = access.endpoint is not None and access.endpoint != output.endpoint
     credentials = access.credentials_secret_ref
@@ -59,9 +63,9 @@ def _input(name: str, uri: str, access: SourceAccess, output: OutputSpec) -> Sou
         name=name,
         uri=uri,
         scheme=scheme,
-        endpoint=access.endpoint or output.endpoint,
-        region=access.region or output.region,
-        force_path_style=output.force_path_style if access.force_path_style is None else access.force_path_style,
+        endpoint=access.endpoint or reached.endpoint,
+        region=access.region or reached.region,
+        force_path_style=reached.force_path_style if access.force_path_style is None else access.force_path_style,
         credentials=credentials,
         own_endpoint=own_endpoint,
     )
@@ -80,13 +84,19 @@ def output_source(spec: PeftJobSpec) -> Source:
     )
 
 
-def input_sources(spec: PeftJobSpec) -> list[Source]:
-    """The model, the dataset (if any) and each adapter source, in that order."""
-    sources = [_input(MODEL, spec.model.uri, spec.model, spec.output)]
+def input_sources(spec: PeftJobSpec, reached: StoreAccess | None = None) -> list[Source]:
+    """The model, the dataset (if any) and each adapter source, in that order.
+
+    ``reached`` is the output as a process reaches it (the operator's default endpoint and region,
+    a local run's server): an input's defaults come from it; whether the input names an endpoint
+    of its own, and so whose keys it may use, is always judged against the spec's output."""
+    out = spec.output
+    default = reached or out
+    sources = [_input(MODEL, spec.model.uri, spec.model, out, default)]
     if spec.dataset is not None:
-        sources.append(_input(DATASET, spec.dataset.uri, spec.dataset, spec.output))
+        sources.append(_input(DATASET, spec.dataset.uri, spec.dataset, out, default))
     for index, adapter in enumerate(spec.adapters.sources if spec.adapters else []):
-        sources.append(_input(f"{ADAPTER_PREFIX}{index}", adapter.uri, adapter, spec.output))
+        sources.append(_input(f"{ADAPTER_PREFIX}{index}", adapter.uri, adapter, out, default))
     return sources
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,21 +159,12 @@ def _credentials_dir(config: TrainerConfig, source: Source) -> str | None:
 def locate_inputs(config: TrainerConfig) -> dict[str, LocatedInput]:
     """Every input of the job by source name (``model``, ``dataset``, ``adapter-<i>``)."""
     spec = config.spec
-    # Defaults come from the output as the trainer reaches it (the operator's default endpoint and
-    # region, a local run's server); whether an input names another endpoint comes from the spec.
-    output = spec.output.model_copy(
-        update={
-            "endpoint": config.output.endpoint,
-            "region": config.output.region,
-            "force_path_style": config.output.force_path_style,
-        }
-    )
-    reached = input_sources(spec.model_copy(update={"output": output}))
     located = {}
-    for declared, source in zip(input_sources(spec), reached, strict=True):
-        source = replace(source, own_endpoint=declared.own_endpoint)
+    # Defaults come from the output as the trainer reaches it (config.output: the operator's
+    # default endpoint and region, a local run's server).
+    for source in input_sources(spec, reached=config.output):
         path = local_path(spec, source.uri, config.volume_dirs)
-        located[source.name] = LocatedInput(source, path, _credentials_dir(config, declared))
+        located[source.name] = LocatedInput(source, path, _credentials_dir(config, source))
     return located
 
 
