@@ -130,7 +130,7 @@ def export_training(
     """Steps 1-4 for a training job; returns the artifact URIs for the report."""
     adapter_dir = export_dir / ADAPTER_DIR
     sets: dict[str, Manifest] = {"adapter": export_adapter(store, config, adapter_dir)}
-    artifacts = {"adapter": config.output.adapter}  # made public (the job's names) below
+    artifacts = {"adapter": config.output.adapter}
     if exports_merged(config.spec):
         if base_dir is None:
             raise ValueError("merging needs the base model folder")
@@ -140,4 +140,10 @@ def export_training(
     artifacts["loss_curve"] = config.output.child(f"{REPORT_DIR}/{LOSS_CURVE_FILE}")
     write_job_manifest(store, config, sets)
     artifacts["manifest"] = config.output.manifest
-    return {name: config.output.public(location) for name, location in artifacts.items()}
+    return reported(config, artifacts)
+
+
+def reported(config: TrainerConfig, locations: dict[str, str]) -> dict[str, str]:
+    """Artifact locations as the report names them: the job's own URIs (``pvc://`` for an output on
+    a claim), wherever the trainer found the output."""
+    return {name: config.output.public(location) for name, location in locations.items()}

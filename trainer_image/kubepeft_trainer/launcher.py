@@ -108,7 +108,7 @@ def run_ranks(config: TrainerConfig, config_path: Path, settings: TrainerSetting
 
 
 def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> dict[str, str]:
-    from kubepeft_trainer.export import export_adapter, job_metadata, write_job_manifest
+    from kubepeft_trainer.export import export_adapter, job_metadata, reported, write_job_manifest
     from kubepeft_trainer.inputs import fetch_merge_inputs
     from kubepeft_trainer.merge import merge_job_adapters
     from kubepeft_trainer.output_store import open_output_store
@@ -125,8 +125,9 @@ def run_merge_only(config: TrainerConfig, workdir: Path, reporter: Reporter) -> 
         adapter = export_adapter(store, config, local / ADAPTER_DIR)
         merged = store.upload_dir(local / "merged", config.output.merged, metadata=job_metadata(config, "merged"))
     write_job_manifest(store, config, {"adapter": adapter, "merged": merged})
-    artifacts = {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
-    return {name: config.output.public(location) for name, location in artifacts.items()}
+    return reported(
+        config, {"adapter": config.output.adapter, "merged": config.output.merged, "manifest": config.output.manifest}
+    )
 
 
 def last_interval_loss(history: Sequence[tuple[int, float]], training: TrainingSpec | None) -> float | None:
