@@ -21,6 +21,7 @@ from kubepeft_operator.status import (
     FINISHED_PHASES,
     artifacts_from_report,
     get_condition,
+    newest_report,
     parse_termination_report,
     parse_time,
     progress_from_report,
@@ -49,6 +50,8 @@ class PodView:
     terminating: bool = False
     permanent: bool = False
     """Its termination message is a trainer report classifying the failure as permanent."""
+    report: TrainerReport | None = field(default=None, compare=False)
+    """The trainer's final report, when its termination message is one."""
 
     @property
     def failed(self) -> bool:
@@ -98,6 +101,7 @@ class PodView:
             reason=reason,
             message=message.strip(),
             permanent=report is not None and report.failure_class == "permanent",
+            report=report,
             gated=bool((body.get("spec") or {}).get("schedulingGates")),
             terminating=bool(meta.get("deletionTimestamp")),
         )
@@ -216,7 +220,11 @@ class _Decider:
             self.d.actions.append(DeletePods(names, why))
 
     def report(self) -> TrainerReport | None:
-        return self.observed.report
+        """The trainer's newest report: the progress ConfigMap's, or the final one rank 0 of this
+        attempt left as its termination message. The pod and ConfigMap watches are separate
+        streams: a pod's end can arrive before the ConfigMap's last patch."""
+        rank0 = self.current.get(0)
+        return newest_report(rank0.report if rank0 else None, self.observed.report)
 
     def create_pods(self, attempt: int, ranks: tuple[int, ...]) -> None:
         """Create the ranks' pods, but only once no pod of an earlier attempt exists.
@@ -233,7 +241,7 @@ class _Decider:
         self.d.actions.append(CreatePods(attempt, ranks))
 
     def current_report(self) -> TrainerReport | None:
-        report = self.observed.report
+        report = self.report()
         return report if report is not None and report.attempt in (0, self.st.attempts) else None
 
     # transitions

@@ -93,6 +93,12 @@ def parse_termination_report(message: str | None) -> TrainerReport | None:
     return parse_report({REPORT_KEY: text})
 
 
+def newest_report(*reports: TrainerReport | None) -> TrainerReport | None:
+    """The latest of some reports by their time (on a tie, the first given)."""
+    found = [r for r in reports if r is not None]
+    return max(found, key=lambda r: r.time) if found else None
+
+
 def progress_from_report(report: TrainerReport) -> Progress:
     """The report's progress as the status's: the same fields, plus what only the status has."""
     p = report.progress

@@ -60,6 +60,9 @@ class TrainerKubelet(FakeKubelet):
                     eval_loss_before=2.5,
                 )
                 await self.report(pod, final)
+                # As the real trainer: the final report is also the container's termination message.
+                await self.set_terminated(ns, name, 0, final.to_json())
+                return
             elif script.exit_code == 3:
                 await self.report(
                     pod,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 from typing import Any
 
 from kubepeft_operator.lifecycle import (
@@ -285,3 +286,28 @@ def test_a_report_as_termination_message_gives_its_message_and_failure_class() -
     assert retry is not None and not retry.permanent and retry.message == "trainer state Failed"
     plain = PodView.from_body(_terminated("Traceback ... {not json"))
     assert plain is not None and plain.message == "Traceback ... {not json" and not plain.permanent
+
+
+def test_the_final_report_in_rank_0s_termination_message_wins_over_an_older_config_map_report() -> None:
+    """The pod and ConfigMap watches are separate streams: the pods' end can arrive before the
+    ConfigMap's last patch. The final report is also rank 0's termination message."""
+    older = TrainerReport(
+        state="Training", attempt=1, progress=ReportProgress(step=5, total_steps=10), time="2026-01-01T12:00:05Z"
+    )
+    final = TrainerReport(
+        state="Succeeded",
+        attempt=1,
+        progress=ReportProgress(step=10, total_steps=10, eval_loss=0.7),
+        artifacts=ReportArtifacts(manifest="s3://runs/out/team-a/tune/manifest.json"),
+        time="2026-01-01T12:00:09Z",
+    )
+    rank0 = PodView.from_body(_terminated(final.to_json(), exit_code=0))
+    assert rank0 is not None and rank0.report == final
+    done = (replace(rank0, name="tune-a1-0", rank=0, phase="Succeeded"), PodView("tune-a1-1", 1, 1, "Succeeded", 0))
+    d = decide(job(running()), Observed(done, older), T0)
+    assert d.status.phase == "Succeeded"
+    assert d.status.progress is not None and d.status.progress.step == 10 and d.status.progress.eval_loss == 0.7
+    assert d.status.artifacts is not None and d.status.artifacts.manifest == "s3://runs/out/team-a/tune/manifest.json"
+    # A newer ConfigMap report (the usual order) is kept when rank 0 left an older one.
+    newer = older.model_copy(update={"time": "2026-01-01T12:00:10Z"})
+    assert decide(job(running()), Observed(done, newer), T0).status.progress.step == 5  # type: ignore[union-attr]
